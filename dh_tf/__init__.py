@@ -1,0 +1,28 @@
+"""dh_tf: train TensorFlow/Keras models on Deephaven tables bigger than RAM.
+
+``import dh_tf`` needs no running JVM: Deephaven and TensorFlow are imported when first used.
+
+Example:
+    >>> import dh_tf
+    >>> ds = dh_tf.to_dataset(table.where("Y >= 0"), ["A", "B"], "Y", batch_size=256, shuffle=True)
+    >>> model.fit(ds, epochs=3)
+"""
+
+from __future__ import annotations
+
+from dh_tf.columns import Field, Layout
+from dh_tf.loader import TableLoader
+from dh_tf.pages import NullValueError
+from dh_tf.tf_data import dataset_from_loader, to_dataset
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Field",
+    "Layout",
+    "NullValueError",
+    "TableLoader",
+    "__version__",
+    "dataset_from_loader",
+    "to_dataset",
+]
