@@ -16,6 +16,8 @@ from dh_tf.prefetch import prefetched
 
 PAGE_MIB = 32
 """The default page size, in MiB of output arrays: large pages amortize every per-page cost."""
+READ_PATHS = {"auto": None, "engine": True, "public": False}
+"""read_path -> PageReader's ``fast`` argument (None: decide by ``_engine_read.available()``)."""
 MIN_SHUFFLE_BLOCK_ROWS = 65536
 """The smallest shuffle block; see NOTE [ Shuffling by blocks ] in plan.py."""
 
@@ -46,6 +48,8 @@ class TableLoader:
         label_dtype: the dtype of labels; None keeps integer labels integer.
         prefetch: pages read ahead on a background thread; 0 reads inline.
         shuffle_block_rows: rows per shuffle block (>= 65536).
+        read_path: ``"auto"`` (the engine fast path when it works here, else public API),
+            ``"engine"`` or ``"public"`` (NOTE [ Engine internals ] in _engine_read.py).
 
     Raises:
         TypeError: ``table`` is not a Deephaven table, an argument has the wrong type (bools are not
@@ -78,6 +82,7 @@ class TableLoader:
         label_dtype: Any = None,
         prefetch: int = 2,
         shuffle_block_rows: int = MIN_SHUFFLE_BLOCK_ROWS,
+        read_path: str = "auto",
     ) -> None:
         where = type(self).__name__
         source.check_table(table, where)
@@ -88,6 +93,9 @@ class TableLoader:
         self.shuffle_block_rows = _int_arg(
             shuffle_block_rows, "shuffle_block_rows", where, minimum=MIN_SHUFFLE_BLOCK_ROWS
         )
+        if read_path not in READ_PATHS:
+            raise ValueError(f"{where}: read_path must be one of {list(READ_PATHS)} (got {read_path!r})")
+        self.read_path = read_path
         if seed is not None:
             seed = _int_arg(seed, "seed", where, minimum=0)
         self.seed: int = int(np.random.SeedSequence().entropy % 2**63) if seed is None else seed
@@ -171,7 +179,7 @@ class TableLoader:
             )
             if not plans:
                 return
-            reader = PageReader(table, self.layout, exec_ctx=self._exec_ctx)
+            reader = PageReader(table, self.layout, exec_ctx=self._exec_ctx, fast=READ_PATHS[self.read_path])
             try:
                 for page in plans:
                     yield reader.read(page)

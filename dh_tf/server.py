@@ -1,0 +1,63 @@
+"""Start the embedded Deephaven server (pip extra ``dh-tf[server]``) for plain-Python use.
+
+One JVM per process: the first call starts it, later calls return the same server.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+_lock = threading.Lock()
+_server: Any = None
+
+ANONYMOUS_AUTH = "-DAuthHandlers=io.deephaven.auth.AnonymousAuthenticationHandler"
+
+
+def start_server(
+    *,
+    heap: str = "1g",
+    port: int = 10000,
+    host: str = "127.0.0.1",
+    psk: str | None = None,
+    anonymous: bool = False,
+    jvm_args: Sequence[str] = (),
+) -> Any:
+    """Starts the embedded server once per process and returns it (later calls return the same one).
+
+    Args:
+        heap: the JVM's ``-Xmx`` (the embedded server needs it set explicitly); 1-2 GB reads any
+            table size, since pages are read a slice at a time.
+        port: the web IDE / gRPC port.
+        host: the address to bind; the loopback default keeps the console off the network.
+        psk: the pre-shared key for the IDE; None lets the server pick a random one (it prints it).
+        anonymous: no authentication at all. Only for a local, loopback-bound server.
+        jvm_args: more JVM flags.
+
+    Raises:
+        ImportError: ``deephaven-server`` is not installed.
+        ValueError: ``anonymous`` with a host that is not loopback.
+    """
+    global _server
+    with _lock:
+        if _server is not None:
+            return _server
+        if anonymous and host not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError(f"start_server: anonymous=True needs a loopback host (got host={host!r})")
+        try:
+            from deephaven_server import Server
+        except ImportError as e:
+            raise ImportError("start_server needs the embedded server: pip install 'dh-tf[server]'") from e
+        if Server.instance is not None:  # started by the caller's own code
+            _server = Server.instance
+            return _server
+        args = [f"-Xmx{heap}", *jvm_args]
+        if psk is not None:
+            args.append(f"-Dauthentication.psk={psk}")
+        if anonymous:
+            args.append(ANONYMOUS_AUTH)
+        server = Server(host=host, port=port, jvm_args=args)
+        server.start()
+        _server = server
+        return server

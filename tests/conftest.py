@@ -1,0 +1,61 @@
+"""Shared fixtures: one real embedded Deephaven server per pytest session.
+
+Test modules import ``deephaven`` inside tests/fixtures only (it needs the running JVM).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_PSK = "dh-tf-test-psk"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def server():
+    """The embedded server (1 GiB heap, loopback, pre-shared key TEST_PSK), started once."""
+    from dh_tf.server import start_server
+
+    port = int(os.environ.get("DH_TF_TEST_PORT", free_port()))
+    srv = start_server(heap="1g", port=port, psk=TEST_PSK)
+    srv.test_port = port
+    return srv
+
+
+@pytest.fixture(scope="session")
+def make_table(server):
+    """Builds a static in-memory table: ``make_table(n, "A = (double)i", ...)``; ``Id = (long)i`` first."""
+    from deephaven import empty_table
+
+    def make(num_rows: int, *formulas: str):
+        return empty_table(num_rows).update(["Id = (long)i", *formulas])
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def to_numpy(server):
+    """``to_numpy(table, column)``: the public reference read of one column, 1-D."""
+    from deephaven.numpy import to_numpy as dh_to_numpy
+
+    return lambda table, column: dh_to_numpy(table, [column])[:, 0]
+
+
+def run_python(code: str, *args: str, timeout: float = 600, cwd: Path = REPO) -> "subprocess.CompletedProcess":
+    """Runs ``python -c code`` in a fresh process (its own JVM), returning the completed process."""
+    import subprocess
+
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
