@@ -15,6 +15,7 @@ import numpy as np
 
 from dh_tf import _engine_read
 from dh_tf.columns import COLUMN_KINDS, ColumnKind, Layout
+from dh_tf.source import column_types
 from dh_tf.plan import PagePlan, page_permutation, page_positions
 
 
@@ -65,7 +66,7 @@ class PageReader:
     def __init__(self, table: Any, layout: Layout, *, exec_ctx: Any = None, fast: bool | None = None) -> None:
         self._layout = layout
         self._exec_ctx = exec_ctx
-        definition = {column.name: column.data_type.j_name for column in table.columns}
+        definition = column_types(table)
         self._kinds = {name: COLUMN_KINDS[definition[name]] for name in layout.columns}
         self._scratch: dict[str, np.ndarray] = {}
         use_fast = _engine_read.available() if fast is None else fast

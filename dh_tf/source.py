@@ -20,7 +20,7 @@ def check_table(table: Any, where: str) -> None:
     """Raises TypeError unless ``table`` is a ``deephaven.table.Table``."""
     try:
         from deephaven.table import Table
-    except ImportError as e:  # no JVM running: whatever this is, it is not a live Deephaven table
+    except Exception as e:  # noqa: BLE001 - without a JVM, importing deephaven raises: not a live table
         raise TypeError(
             f"{where}: table must be a deephaven.table.Table (got {type(table).__name__}); "
             f"import deephaven failed ({e}), start the Deephaven server or embedded server first"
@@ -30,8 +30,13 @@ def check_table(table: Any, where: str) -> None:
 
 
 def column_types(table: Any) -> dict[str, str]:
-    """The table's column name -> Deephaven type name (``DType.j_name``), in table order."""
-    return {column.name: column.data_type.j_name for column in table.columns}
+    """The table's column name -> Java type name (``double``, ``java.lang.String``, ``double[]``), in order."""
+    return {column.name: _type_name(column.data_type) for column in table.columns}
+
+
+def _type_name(data_type: Any) -> str:
+    jclass = getattr(data_type.j_type, "jclass", None)  # primitives have none; arrays read "[D" otherwise
+    return str(jclass.getTypeName()) if jclass is not None else data_type.j_name
 
 
 def current_exec_ctx() -> Any:

@@ -1,0 +1,142 @@
+"""Bad input gets a clear error before any data moves; nulls follow the null policy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import dh_tf
+
+
+@pytest.fixture(scope="module")
+def table(make_table):
+    return make_table(
+        100,
+        "A = (double)i",
+        "N = i % 10 == 3 ? NULL_DOUBLE : (double)i",
+        "NF = i == 7 ? NULL_FLOAT : (float)i",
+        "NI = i == 5 ? NULL_INT : (int)i",
+        "NB = i == 9 ? null : i % 2 == 0",
+        "Str = `s` + i",
+        "When = '2024-01-01T00:00:00 ET'",
+        "Arr = new double[]{1.0, 2.0}",
+        "Ch = 'c'",
+    )
+
+
+COLUMNS = "['Id', 'A', 'N', 'NF', 'NI', 'NB', 'Str', 'When', 'Arr', 'Ch']"
+
+
+def test_unknown_column_lists_the_table_columns(table):
+    with pytest.raises(ValueError, match=r"unknown column\(s\) \['Nope'\]; the table has columns " + __import__("re").escape(COLUMNS)):
+        dh_tf.TableLoader(table, ["A", "Nope"], "Id")
+    with pytest.raises(ValueError, match=r"unknown column\(s\) \['Lbl'\]"):
+        dh_tf.to_dataset(table, "A", "Lbl")
+
+
+@pytest.mark.parametrize("column,type_name", [("Str", "java.lang.String"), ("When", "java.time.Instant"),
+                                              ("Arr", "double[]"), ("Ch", "char")])
+def test_non_numeric_column_is_rejected_with_its_type(table, column, type_name):
+    with pytest.raises(TypeError, match=rf"column\(s\) '{column}' \({__import__('re').escape(type_name)}\) must be "
+                                         r"numeric or boolean; supported types: byte, short, int, long, float, double"):
+        dh_tf.TableLoader(table, ["A", column], "Id")
+
+
+@pytest.mark.parametrize("value,error,shown", [(0, ValueError, "0"), (-3, ValueError, "-3"),
+                                               (True, TypeError, "True of type bool"), (2.0, TypeError, "2.0 of type float"),
+                                               ("8", TypeError, "'8' of type str"), (None, TypeError, "None of type NoneType")])
+def test_batch_size_must_be_a_positive_int(table, value, error, shown):
+    with pytest.raises(error, match=rf"TableLoader: batch_size must be an int >= 1 \(got {shown}"):
+        dh_tf.TableLoader(table, "A", batch_size=value)
+
+
+def test_page_rows_smaller_than_batch_size(table):
+    with pytest.raises(ValueError, match=r"page_rows must be >= batch_size \(got page_rows=10, batch_size=32\)"):
+        dh_tf.TableLoader(table, "A", batch_size=32, page_rows=10)
+
+
+@pytest.mark.parametrize("features,message", [([], r"features must name at least one column \(got \[\]\)"),
+                                              ({}, "features must name at least one column"),
+                                              ("", "features must be a column name, not an empty string"),
+                                              ({"a": []}, r"features\['a'\] must name at least one column")])
+def test_empty_features(table, features, message):
+    with pytest.raises(ValueError, match=message):
+        dh_tf.TableLoader(table, features, "Id")
+
+
+@pytest.mark.parametrize("features", [3, ["A", 3], None])
+def test_features_of_the_wrong_type(table, features):
+    with pytest.raises(TypeError, match="features must be a column name, a list of names, or a dict"):
+        dh_tf.TableLoader(table, features)
+
+
+@pytest.mark.parametrize("not_a_table", [None, np.zeros((3, 2)), {"A": [1.0]}, "table"])
+def test_table_must_be_a_deephaven_table(server, not_a_table):
+    with pytest.raises(TypeError, match=rf"table must be a deephaven.table.Table \(got {type(not_a_table).__name__}\)"):
+        dh_tf.TableLoader(not_a_table, "A")
+    with pytest.raises(TypeError, match="table must be a deephaven.table.Table"):
+        dh_tf.to_dataset(not_a_table, "A")
+
+
+@pytest.mark.parametrize("kwargs,error,message", [
+    ({"shuffle": 1}, TypeError, r"shuffle must be True or False \(got 1 of type int\)"),
+    ({"prefetch": -1}, ValueError, r"prefetch must be an int >= 0 \(got -1\)"),
+    ({"seed": -5}, ValueError, r"seed must be an int >= 0"),
+    ({"shuffle_block_rows": 100}, ValueError, r"shuffle_block_rows must be an int >= 65536"),
+    ({"read_path": "fast"}, ValueError, r"read_path must be one of \['auto', 'engine', 'public'\] \(got 'fast'\)"),
+    ({"nulls": "drop"}, ValueError, r"nulls must be 'error', 'nan' or a number to fill nulls with \(got 'drop' of type str\)"),
+    ({"nulls": {"Zzz": 0}}, ValueError, r"nulls names unknown column\(s\) \['Zzz'\]"),
+    ({"dtype": "U4"}, TypeError, "dtype must be a numeric numpy dtype"),
+    ({"sample_weight": "A"}, ValueError, r"sample_weight needs a label \(got label=None\)"),
+])
+def test_other_bad_options(table, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        dh_tf.TableLoader(table, "A", **kwargs)
+
+
+def test_nan_policy_needs_a_floating_output(table):
+    with pytest.raises(ValueError, match=r"nulls='nan' needs a floating output, but column 'NI' goes to a int32 array"):
+        dh_tf.TableLoader(table, "A", "NI", nulls="nan")
+    with pytest.raises(ValueError, match=r"null fill value for column 'NI' must be an integer that fits int32 \(got 0.5\)"):
+        dh_tf.TableLoader(table, "A", "NI", nulls=0.5)
+
+
+@pytest.mark.parametrize("column,kind,position", [("N", "double", 3), ("NF", "float", 7), ("NI", "int", 5),
+                                                  ("NB", "java.lang.Boolean", 9)])
+@pytest.mark.parametrize("read_path", ["engine", "public"])
+def test_null_error_names_column_and_row_position(table, column, kind, position, read_path):
+    loader = dh_tf.TableLoader(table, ["A", column], batch_size=4, page_rows=8, read_path=read_path)
+    with pytest.raises(dh_tf.NullValueError, match=rf"column '{column}' \({kind}\) holds a null at row position {position} "
+                                                   r"and nulls='error'.*table.where\('!isNull\(" + column):
+        list(loader)
+
+
+def test_null_error_position_under_shuffle_is_the_table_position(make_table):
+    table = make_table(200_000, "V = i == 123456 ? NULL_DOUBLE : 1.0")
+    loader = dh_tf.TableLoader(table, "V", batch_size=1000, shuffle=True, seed=4, page_rows=131072)
+    with pytest.raises(dh_tf.NullValueError, match="at row position 123456 "):
+        list(loader)
+
+
+def test_null_error_inside_tf_data_keeps_the_message(table):
+    ds = dh_tf.to_dataset(table, ["A", "N"], batch_size=4)
+    with pytest.raises(Exception, match=r"column 'N' \(double\) holds a null at row position 3"):
+        list(ds)
+
+
+def test_nan_and_fill_policies(table, to_numpy):
+    x = np.concatenate(list(dh_tf.TableLoader(table, ["N", "NF", "NB"], nulls="nan", batch_size=7, page_rows=10)))
+    assert np.isnan(x[:, 0]).tolist() == [i % 10 == 3 for i in range(100)]
+    assert np.isnan(x[:, 1]).tolist() == [i == 7 for i in range(100)]
+    assert np.isnan(x[:, 2]).tolist() == [i == 9 for i in range(100)]
+    assert np.array_equal(x[[0, 1, 2], 0], [0, 1, 2])
+    batches = list(dh_tf.TableLoader(table, ["N"], "NI", nulls={"N": -1.5, "NI": -1}, batch_size=100))
+    (x, y), = batches
+    assert x[3, 0] == -1.5 and x[13, 0] == -1.5 and x[4, 0] == 4
+    assert y.dtype == np.int32 and y[5] == -1 and y[6] == 6
+
+
+def test_dql_drops_null_rows_instead(table):
+    clean = table.where(["!isNull(N)", "!isNull(NB)"])
+    x = np.concatenate(list(dh_tf.TableLoader(clean, ["N", "NB"], batch_size=16)))
+    assert len(x) == 89 and np.isfinite(x).all()
