@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from dh_tf.columns import ColumnKind
+from dh_tf.columns import ColumnKind, note_read_error
 
 CHUNK_ROWS = 65536
 """Rows per ``fillChunk`` call: large enough to amortize the Java call, small enough to cache."""
@@ -114,8 +114,7 @@ class EngineColumnReader:
                         chunk.copyToBuffer(0, buffers[column], offset, size)
                     offset += size
             except Exception as error:
-                if hasattr(error, "add_note"):
-                    error.add_note(f"dh_tf: while reading column {column!r}, rows [{start}, {stop})")
+                note_read_error(error, column, start, stop)
                 raise
             finally:
                 iterator.close()

@@ -274,6 +274,12 @@ def _check_policy_fits(policy: NullPolicy, column: str, out_dtype: np.dtype, whe
         )
 
 
+def note_read_error(error: BaseException, column: str | None, start: int, stop: int) -> None:
+    """Adds which column and rows were being read to an engine error (Python >= 3.11 notes)."""
+    if hasattr(error, "add_note"):
+        error.add_note(f"dh_tf: while reading column {column!r}, rows [{start}, {stop})")
+
+
 def _fits(value: Any, dtype: np.dtype) -> bool:
     info = np.iinfo(dtype)
     return info.min <= int(value) <= info.max

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from dh_tf import _engine_read
-from dh_tf.columns import COLUMN_KINDS, ColumnKind, Layout
+from dh_tf.columns import COLUMN_KINDS, ColumnKind, Layout, note_read_error
 from dh_tf.source import column_types
 from dh_tf.plan import PagePlan, page_permutation, page_positions
 
@@ -43,13 +43,19 @@ class PublicColumnReader:
         for start, stop in spans:
             piece = self._table.slice(start, stop)
             for name, kind in self._kinds.items():
-                if kind.deephaven_type == "java.lang.Boolean":
-                    view = piece.view([f"__dh_tf_bool = isNull({name}) ? (byte)-128 : ({name} ? (byte)1 : (byte)0)"])
-                    values = to_numpy(view, ["__dh_tf_bool"])
-                else:
-                    values = to_numpy(piece, [name])
+                try:
+                    values = self._read_column(piece, name, kind, to_numpy)
+                except Exception as error:
+                    note_read_error(error, name, start, stop)
+                    raise
                 out[name][offset : offset + stop - start] = values.reshape(-1)
             offset += stop - start
+
+    @staticmethod
+    def _read_column(piece: Any, name: str, kind: ColumnKind, to_numpy: Any) -> np.ndarray:
+        if kind.deephaven_type == "java.lang.Boolean":
+            piece = piece.view([f"{name} = isNull({name}) ? (byte)-128 : ({name} ? (byte)1 : (byte)0)"])
+        return to_numpy(piece, [name])
 
     def close(self) -> None:
         """Nothing to release; present for symmetry with the engine reader."""

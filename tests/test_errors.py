@@ -140,3 +140,23 @@ def test_dql_drops_null_rows_instead(table):
     clean = table.where(["!isNull(N)", "!isNull(NB)"])
     x = np.concatenate(list(dh_tf.TableLoader(clean, ["N", "NB"], batch_size=16)))
     assert len(x) == 89 and np.isfinite(x).all()
+
+
+@pytest.mark.parametrize("read_path", ["engine", "public"])
+@pytest.mark.parametrize("prefetch", [0, 2])
+def test_engine_error_reaches_consumer_with_type_and_context(table, read_path, prefetch):
+    import sys
+
+    from deephaven import DHError
+
+    expected = RuntimeError if read_path == "engine" else DHError  # the type each path's engine call raises
+    broken = table.update_view("Bad = i == 50 ? Double.parseDouble(`oops`) : 1.0")  # throws at row 50
+    loader = dh_tf.TableLoader(broken, ["A", "Bad"], batch_size=10, page_rows=20, read_path=read_path,
+                               prefetch=prefetch)
+    seen = []
+    with pytest.raises(expected, match="NumberFormatException") as info:
+        for x in loader:
+            seen.append(x)
+    assert len(seen) == 4  # the pages before the failing one were delivered
+    if sys.version_info >= (3, 11):
+        assert "dh_tf: while reading column 'Bad', rows [40, 60)" in info.value.__notes__
