@@ -52,7 +52,7 @@ def available() -> bool:
         probe = np.zeros(2, dtype=np.float64)
         _typed_buffer(probe, "double").put(0, 1.5)
         return bool(probe[0] == 1.5)
-    except Exception:  # noqa: BLE001 - any failure means: use the public path
+    except Exception:
         return False
 
 

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
 #: A column spec: one name (an array of shape ``[batch]``), a list of names (``[batch, n]``), or a
 #: dict of name -> one of those (a dict of arrays, for multi-input / multi-output Keras models).
-ColumnSpec = Union[str, Sequence[str], Mapping[str, Union[str, Sequence[str]]]]
+ColumnSpec = str | Sequence[str] | Mapping[str, str | Sequence[str]]
 #: A null policy: ``"error"``, ``"nan"``, or a number to fill nulls with.
-NullPolicy = Union[str, float, int]
+NullPolicy = str | float | int
 
 NULL_POLICIES = ("error", "nan")
 

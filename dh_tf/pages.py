@@ -15,8 +15,8 @@ import numpy as np
 
 from dh_tf import _engine_read
 from dh_tf.columns import COLUMN_KINDS, ColumnKind, Layout, note_read_error
-from dh_tf.source import column_types
 from dh_tf.plan import PagePlan, page_permutation, page_positions
+from dh_tf.source import column_types
 
 
 class NullValueError(ValueError):

@@ -55,7 +55,7 @@ def prefetched(make_iterator: Callable[[], Iterator[T]], depth: int) -> Iterator
                 if not put((_ITEM, item)):
                     return
             put((_END, None))
-        except BaseException as error:  # noqa: BLE001 - handed to the consumer, see NOTE above
+        except BaseException as error:
             put((_ERROR, error))
         finally:
             close = getattr(iterator, "close", None)

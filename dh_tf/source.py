@@ -20,7 +20,7 @@ def check_table(table: Any, where: str) -> None:
     """Raises TypeError unless ``table`` is a ``deephaven.table.Table``."""
     try:
         from deephaven.table import Table
-    except Exception as e:  # noqa: BLE001 - without a JVM, importing deephaven raises: not a live table
+    except Exception as e:
         raise TypeError(
             f"{where}: table must be a deephaven.table.Table (got {type(table).__name__}); "
             f"import deephaven failed ({e}), start the Deephaven server or embedded server first"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -52,10 +53,8 @@ def to_numpy(server):
     return lambda table, column: dh_to_numpy(table, [column])[:, 0]
 
 
-def run_python(code: str, *args: str, timeout: float = 600, cwd: Path = REPO) -> "subprocess.CompletedProcess":
+def run_python(code: str, *args: str, timeout: float = 600, cwd: Path = REPO) -> subprocess.CompletedProcess:
     """Runs ``python -c code`` in a fresh process (its own JVM), returning the completed process."""
-    import subprocess
-
     return subprocess.run(
-        [sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
     )

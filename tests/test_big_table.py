@@ -9,7 +9,6 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import run_python
 
 ROWS = 6_000_000

@@ -155,8 +155,7 @@ def test_engine_error_reaches_consumer_with_type_and_context(table, read_path, p
                                prefetch=prefetch)
     seen = []
     with pytest.raises(expected, match="NumberFormatException") as info:
-        for x in loader:
-            seen.append(x)
+        seen.extend(loader)
     assert len(seen) == 4  # the pages before the failing one were delivered
     if sys.version_info >= (3, 11):
         assert "dh_tf: while reading column 'Bad', rows [40, 60)" in info.value.__notes__

@@ -164,7 +164,7 @@ def test_iterating_from_a_thread_without_execution_context(id_table):
     def run():
         try:
             result["ids"] = ids_and_sizes(dh_tf.TableLoader(id_table, "Id", "X", batch_size=64, page_rows=500))[0]
-        except BaseException as e:  # noqa: BLE001 - reported below
+        except BaseException as e:
             result["error"] = e
 
     thread = threading.Thread(target=run)

@@ -80,7 +80,7 @@ def test_consumer_exception_stops_the_thread():
     with pytest.raises(ZeroDivisionError):
         for item in prefetched(source, 2):
             if item == 2:
-                1 / 0
+                raise ZeroDivisionError
     assert source.closed and not prefetch_threads()
 
 
@@ -89,8 +89,7 @@ def test_producer_error_reaches_consumer_with_its_type_and_message(depth):
     source = Source(10, fail_at=4)
     got = []
     with pytest.raises(KeyError, match="page 4"):
-        for item in prefetched(source, depth):
-            got.append(item)
+        got.extend(prefetched(source, depth))
     assert got == [0, 1, 2, 3]
     assert source.closed
 
