@@ -15,7 +15,7 @@ import numpy as np
 
 from dh_tf import _engine_read
 from dh_tf.columns import COLUMN_KINDS, ColumnKind, Layout, note_read_error
-from dh_tf.plan import PagePlan, page_permutation, page_positions
+from dh_tf.plan import PagePlan, page_permutation, read_positions
 from dh_tf.source import column_types
 
 
@@ -98,9 +98,6 @@ class PageReader:
         native = {name: self._scratch_array(name, kind, rows) for name, kind in self._kinds.items()}
         with self._context():
             self._columns.read(plan.spans, native)
-        permutation = page_permutation(plan)
-        if permutation is not None:
-            native = {name: values[permutation] for name, values in native.items()}
         arrays = []
         for field in self._layout.fields:
             out = np.empty((rows, *field.shape), dtype=field.dtype)
@@ -108,7 +105,9 @@ class PageReader:
                 target = out if field.squeeze else out[:, index]
                 self._convert(native[column], self._kinds[column], column, policy, target, plan)
             arrays.append(out)
-        return arrays
+        # One row gather per output array (C-ordered rows) is cheaper than one per column.
+        permutation = page_permutation(plan)
+        return arrays if permutation is None else [array[permutation] for array in arrays]
 
     def _scratch_array(self, name: str, kind: ColumnKind, rows: int) -> np.ndarray:
         scratch = self._scratch.get(name)
@@ -126,7 +125,7 @@ class PageReader:
         if not nulls.any():
             return
         if policy == "error":
-            first = int(page_positions(plan)[np.argmax(nulls)])
+            first = int(read_positions(plan)[np.argmax(nulls)])
             raise NullValueError(
                 f"column {column!r} ({kind.deephaven_type}) holds a null at row position {first} "
                 f"and nulls='error'; pass nulls='nan' or a fill number (for all columns or as "

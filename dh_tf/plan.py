@@ -79,8 +79,13 @@ def page_permutation(plan: PagePlan) -> np.ndarray | None:
     return np.random.default_rng(list(plan.permutation_seed)).permutation(plan.num_rows)
 
 
+def read_positions(plan: PagePlan) -> np.ndarray:
+    """The table position of each row of the page, in read order (span after span)."""
+    return np.concatenate([np.arange(a, b, dtype=np.int64) for a, b in plan.spans] or [np.empty(0, np.int64)])
+
+
 def page_positions(plan: PagePlan) -> np.ndarray:
-    """The table position of each row of the page, in delivery order (used in error messages)."""
-    positions = np.concatenate([np.arange(a, b, dtype=np.int64) for a, b in plan.spans] or [np.empty(0, np.int64)])
+    """The table position of each row of the page, in delivery order (after the permutation)."""
+    positions = read_positions(plan)
     permutation = page_permutation(plan)
     return positions if permutation is None else positions[permutation]
