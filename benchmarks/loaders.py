@@ -1,0 +1,525 @@
+"""Every loader and consumer of the benchmark; each case runs in a child process of its own.
+
+A *case* is one loader x one consumer x one batch size on one Parquet file. The parent calls
+:func:`run_case`, which starts ``python -m benchmarks.loaders CASE_JSON`` (its own process, so peak
+RSS is per loader and each Deephaven loader gets its own JVM and heap) and reads back the one line the
+child prints after ``RESULT_PREFIX``. The child (:func:`main`) builds the loader, runs ``repeats``
+passes of the consumer and times each.
+
+Consumers:
+    ``reduce``: ``ds.reduce`` adds up the rows of every batch in graph mode (no Python per batch on
+        the consumer side: it measures the loader), then checks the total against the table.
+    ``fit``: one Keras ``fit`` epoch of a small model (Dense 32 relu -> Dense 1 sigmoid) per pass.
+    ``read``: the limits: one plain read of the data per pass, no TensorFlow.
+
+Only numpy, pyarrow and the standard library are imported at module level: the parent imports this
+module, and the petastorm venv (numpy<2, pyarrow<15, no Deephaven) runs it as a child.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from benchmarks.data import FEATURES, LABEL, ROW_BYTES, arrow_to_numpy, load_numpy
+
+RESULT_PREFIX = "BENCH_RESULT "
+REPO = Path(__file__).resolve().parents[1]
+BLOG_CACHE_ROWS = 1_000_000
+"""Rows the 2022 blog generator caches per ``to_numpy`` call (not a multiple of common batch sizes)."""
+
+
+@dataclass(frozen=True)
+class Case:
+    """One measurement, as sent to the child process (JSON)."""
+
+    loader: str
+    consumer: str
+    batch_size: int | None
+    path: str
+    num_rows: int
+    repeats: int
+    heap: str
+
+
+@dataclass(frozen=True)
+class Loader:
+    """A loader under test.
+
+    ``build(case, table, stack)`` returns what the consumer takes: a re-iterable ``tf.data.Dataset``
+    (kind ``dataset``), ``(x, y, shuffle)`` arrays for Keras (kind ``arrays``), or a zero-argument
+    function doing one pass and returning the rows it read (kind ``limit``). ``table`` is the
+    Deephaven table of the Parquet file when ``deephaven``, else None; ``stack`` an ExitStack for
+    clean-up at the end of the case.
+    """
+
+    name: str
+    description: str
+    build: Callable[[Case, Any, contextlib.ExitStack], Any]
+    kind: str = "dataset"
+    deephaven: bool = False
+    fit: bool = False
+    venv: str = "main"
+    min_batch_size: int = 1
+    packages: tuple[str, ...] = ()
+    note: str = ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Loaders (child side)
+
+
+def _tf() -> Any:
+    import tensorflow as tf
+
+    return tf
+
+
+def _signature(tf: Any) -> Any:
+    return (tf.TensorSpec((None, len(FEATURES)), tf.float32), tf.TensorSpec((None,), tf.int32))
+
+
+def _generator_dataset(batches: Callable[[], Iterator[Any]]) -> Any:
+    """``from_generator`` over a generator *factory* (re-iterable), with an explicit signature."""
+    tf = _tf()
+    return tf.data.Dataset.from_generator(batches, output_signature=_signature(tf)).prefetch(tf.data.AUTOTUNE)
+
+
+def _slices(x: Any, y: Any, batch_size: int) -> Iterator[Any]:
+    """Batch views of an in-memory block; the last one is short unless the block divides evenly."""
+    for start in range(0, len(y), batch_size):
+        yield x[start : start + batch_size], y[start : start + batch_size]
+
+
+def dh_tf_dataset(shuffle: bool, prefetch: int) -> Callable[..., Any]:
+    """dh_tf.to_dataset on the Parquet-backed table, seed 0, default page size."""
+
+    def build(case: Case, table: Any, stack: contextlib.ExitStack) -> Any:
+        import dh_tf
+
+        return dh_tf.to_dataset(
+            table, FEATURES, LABEL, batch_size=case.batch_size, shuffle=shuffle, seed=0, prefetch=prefetch
+        )
+
+    return build
+
+
+def numpy_slices(case: Case, table: Any, stack: contextlib.ExitStack) -> Any:
+    """In memory: ``from_tensor_slices((x, y)).batch(b)``."""
+    tf = _tf()
+    x, y = load_numpy(Path(case.path))
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(case.batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def numpy_range(case: Case, table: Any, stack: contextlib.ExitStack) -> Any:
+    """In memory: batch slices of constant tensors mapped over ``Dataset.range`` (the tf.data ceiling)."""
+    tf = _tf()
+    x, y = load_numpy(Path(case.path))
+    xt, yt, b = tf.constant(x), tf.constant(y), case.batch_size
+    del x, y
+    batches = tf.data.Dataset.range(math.ceil(case.num_rows / b))
+    return batches.map(lambda i: (xt[i * b : (i + 1) * b], yt[i * b : (i + 1) * b])).prefetch(tf.data.AUTOTUNE)
+
+
+def numpy_fit(shuffle: bool) -> Callable[..., Any]:
+    """In memory, for Keras only: ``model.fit(x, y, batch_size=b, shuffle=shuffle)``."""
+
+    def build(case: Case, table: Any, stack: contextlib.ExitStack) -> Any:
+        x, y = load_numpy(Path(case.path))
+        return x, y, shuffle
+
+    return build
+
+
+def blog_2022(case: Case, table: Any, stack: contextlib.ExitStack) -> Any:
+    """The 2022 Deephaven blog generator: cache 1M rows with ``to_numpy(table.slice(a, b))``, yield slices."""
+    from deephaven.execution_context import get_exec_ctx
+    from deephaven.numpy import to_numpy
+
+    exec_ctx, num_rows = get_exec_ctx(), int(table.size)
+
+    def batches() -> Iterator[Any]:
+        for start in range(0, num_rows, BLOG_CACHE_ROWS):
+            with exec_ctx:  # the generator runs on a tf.data thread; see DESIGN.md "Threads"
+                piece = table.slice(start, min(start + BLOG_CACHE_ROWS, num_rows))
+                x, y = to_numpy(piece, FEATURES), to_numpy(piece, [LABEL]).reshape(-1)
+            yield from _slices(x, y, case.batch_size)
+
+    return _generator_dataset(batches)
+
+
+def pyarrow_iter_batches(case: Case, table: Any, stack: contextlib.ExitStack) -> Any:
+    """``ParquetFile.iter_batches(batch_size=b)`` -> numpy -> ``from_generator``."""
+
+    def batches() -> Iterator[Any]:
+        with pq.ParquetFile(case.path) as file:
+            for batch in file.iter_batches(batch_size=case.batch_size, columns=[*FEATURES, LABEL]):
+                yield arrow_to_numpy(batch)
+
+    return _generator_dataset(batches)
+
+
+def dask_partitions(case: Case, table: Any, stack: contextlib.ExitStack) -> Any:
+    """``dask.dataframe.read_parquet``: compute one partition at a time, yield its batch slices."""
+    import dask.dataframe as dd
+
+    frame = dd.read_parquet(case.path, columns=[*FEATURES, LABEL])
+
+    def batches() -> Iterator[Any]:
+        for part in frame.to_delayed():
+            pdf = part.compute()
+            x = np.ascontiguousarray(pdf[FEATURES].to_numpy(np.float32))
+            yield from _slices(x, pdf[LABEL].to_numpy(np.int32), case.batch_size)
+
+    return _generator_dataset(batches)
+
+
+def ray_data(case: Case, table: Any, stack: contextlib.ExitStack) -> Any:
+    """``ray.data.read_parquet(...).iter_tf_batches(batch_size=b)`` -> ``from_generator``."""
+    import ray
+
+    tf = _tf()
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    stack.callback(ray.shutdown)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    dataset = ray.data.read_parquet(case.path, columns=[*FEATURES, LABEL])
+
+    def batches() -> Iterator[Any]:
+        for batch in dataset.iter_tf_batches(batch_size=case.batch_size):
+            yield tf.stack([batch[name] for name in FEATURES], axis=1), batch[LABEL]
+
+    return _generator_dataset(batches)
+
+
+def petastorm_reader(case: Case, table: Any, stack: contextlib.ExitStack) -> Any:
+    """Petastorm ``make_batch_reader`` + ``make_petastorm_dataset``, stacked and ``rebatch``-ed to b rows."""
+    import warnings
+
+    from petastorm import make_batch_reader
+    from petastorm.tf_utils import make_petastorm_dataset
+
+    tf = _tf()
+    warnings.filterwarnings("ignore")  # pyarrow's legacy-dataset deprecation warnings, once per piece
+    reader = stack.enter_context(
+        make_batch_reader(Path(case.path).resolve().as_uri(), schema_fields=[*FEATURES, LABEL], num_epochs=1)
+    )
+    # Re-iterating the dataset resets the reader (one epoch per pass).
+    rows = make_petastorm_dataset(reader).map(
+        lambda row: (tf.stack([getattr(row, name) for name in FEATURES], axis=1), getattr(row, LABEL))
+    )
+    return rows.rebatch(case.batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def limit_engine_read(case: Case, table: Any, stack: contextlib.ExitStack) -> Callable[[], int]:
+    """dh_tf's page reader alone: ``TableLoader(prefetch=0).iter_groups()`` (batch 1: groups are pages)."""
+    import dh_tf
+
+    loader = dh_tf.TableLoader(table, FEATURES, LABEL, batch_size=1, prefetch=0)
+    return lambda: sum(len(y) for _, y in loader.iter_groups())
+
+
+def limit_pyarrow_read_table(case: Case, table: Any, stack: contextlib.ExitStack) -> Callable[[], int]:
+    """``pyarrow.parquet.read_table``: decode the whole file to Arrow (all cores), nothing else."""
+    return lambda: pq.read_table(case.path, columns=[*FEATURES, LABEL]).num_rows
+
+
+def limit_memcpy(case: Case, table: Any, stack: contextlib.ExitStack) -> Callable[[], int]:
+    """``np.copyto`` of the table's decoded bytes (rows x 68 B) between two touched buffers."""
+    source = np.ones(case.num_rows * ROW_BYTES, dtype=np.uint8)
+    target = np.zeros_like(source)
+
+    def one_pass() -> int:
+        np.copyto(target, source)
+        return case.num_rows
+
+    return one_pass
+
+
+def _registry(*loaders: Loader) -> dict[str, Loader]:
+    return {loader.name: loader for loader in loaders}
+
+
+_DH = {"deephaven": True, "packages": ("deephaven-core",)}
+LOADERS = _registry(
+    Loader("dh_tf_p0", "dh_tf.to_dataset, shuffle off, prefetch 0", dh_tf_dataset(False, 0), fit=True, **_DH),
+    Loader("dh_tf_p2", "dh_tf.to_dataset, shuffle off, prefetch 2", dh_tf_dataset(False, 2), fit=True, **_DH),
+    Loader("dh_tf_shuffle_p0", "dh_tf.to_dataset, shuffle on, prefetch 0", dh_tf_dataset(True, 0), fit=True, **_DH),
+    Loader("dh_tf_shuffle_p2", "dh_tf.to_dataset, shuffle on, prefetch 2", dh_tf_dataset(True, 2), fit=True, **_DH),
+    Loader("numpy_slices", "in memory: from_tensor_slices((x, y)).batch(b)", numpy_slices),
+    Loader("numpy_range", "in memory: slices of tensors mapped over a range (tf.data ceiling)", numpy_range),
+    Loader(
+        "blog_2022",
+        "2022 Deephaven blog generator (to_numpy of 1M-row slices)",
+        blog_2022,
+        note="short batches at every 1M-row cache boundary",
+        **_DH,
+    ),
+    Loader("pyarrow_iter_batches", "pyarrow ParquetFile.iter_batches + from_generator", pyarrow_iter_batches),
+    Loader(
+        "dask",
+        "dask.dataframe.read_parquet partitions + from_generator",
+        dask_partitions,
+        packages=("dask", "pandas"),
+        note="short batches at partition boundaries",
+    ),
+    Loader(
+        "ray_data",
+        "Ray Data read_parquet + iter_tf_batches + from_generator",
+        ray_data,
+        min_batch_size=1024,
+        packages=("ray",),
+        note="RSS of the driver only (Ray workers are other processes)",
+    ),
+    Loader(
+        "petastorm",
+        "Petastorm make_batch_reader + make_petastorm_dataset + rebatch",
+        petastorm_reader,
+        venv="petastorm",
+        packages=("petastorm",),
+        note="own venv (pyarrow<15, numpy<2); reader threads in-process",
+    ),
+    Loader("numpy_fit", "in memory: model.fit(x, y, batch_size=b, shuffle=False)", numpy_fit(False), kind="arrays"),
+    Loader(
+        "numpy_fit_shuffle", "in memory: model.fit(x, y, batch_size=b, shuffle=True)", numpy_fit(True), kind="arrays"
+    ),
+    Loader("limit_engine_read", "limit: dh_tf page reader, no TF (prefetch 0)", limit_engine_read, kind="limit", **_DH),
+    Loader("limit_pyarrow_read_table", "limit: pyarrow read_table decode", limit_pyarrow_read_table, kind="limit"),
+    Loader("limit_memcpy", "limit: numpy memcpy of the same bytes", limit_memcpy, kind="limit"),
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Consumers (child side): each returns a function doing one pass and returning facts about it.
+
+
+def reduce_pass(dataset: Any, case: Case) -> Callable[[], dict[str, Any]]:
+    """One graph-mode pass: ``ds.reduce`` adds up rows and batches; checks the row total."""
+    tf = _tf()
+    zero = tf.constant(0, tf.int64)
+
+    def step(state: Any, batch: Any) -> Any:
+        return state[0] + tf.cast(tf.shape(batch[0])[0], tf.int64), state[1] + 1
+
+    def one_pass() -> dict[str, Any]:
+        rows, batches = (int(t) for t in dataset.reduce((zero, zero), step))
+        if rows != case.num_rows:
+            raise RuntimeError(f"{case.loader}: delivered {rows} rows, the table has {case.num_rows}")
+        return {"batches": batches}
+
+    return one_pass
+
+
+def fit_pass(built: Any, case: Case) -> Callable[[], dict[str, Any]]:
+    """One Keras epoch per pass, of one model built here (seeded) and kept across passes."""
+    keras = _tf().keras
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((len(FEATURES),)),
+            keras.layers.Dense(32, activation="relu"),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ]
+    )
+    model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+
+    def one_pass() -> dict[str, Any]:
+        if isinstance(built, tuple):
+            x, y, shuffle = built
+            history = model.fit(x, y, batch_size=case.batch_size, epochs=1, shuffle=shuffle, verbose=0)
+        else:
+            history = model.fit(built, epochs=1, shuffle=False, verbose=0)  # shuffling is the loader's job
+        return {name: round(float(values[-1]), 4) for name, values in history.history.items()}
+
+    return one_pass
+
+
+def read_pass(one_read: Callable[[], int], case: Case) -> Callable[[], dict[str, Any]]:
+    """One plain read (a limit); checks the row count."""
+
+    def one_pass() -> dict[str, Any]:
+        rows = one_read()
+        if rows != case.num_rows:
+            raise RuntimeError(f"{case.loader}: read {rows} rows, the table has {case.num_rows}")
+        return {}
+
+    return one_pass
+
+
+CONSUMERS = {"reduce": reduce_pass, "fit": fit_pass, "read": read_pass}
+
+
+# ---------------------------------------------------------------------------------------------
+# The child process
+
+
+def current_rss_mib() -> float:
+    """This process's resident set size now, in MiB."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_rss_mib() -> float:
+    """This process's peak RSS so far (Python + embedded JVM), in MiB (``ru_maxrss`` is KiB on Linux)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def open_deephaven_table(case: Case) -> Any:
+    """Starts the embedded server with ``-Xmx{heap}`` on a free loopback port; reads the Parquet file."""
+    from dh_tf.server import start_server
+
+    start_server(heap=case.heap, port=_free_port())
+    from deephaven import parquet
+
+    return parquet.read(case.path)
+
+
+def versions(names: tuple[str, ...]) -> dict[str, str]:
+    """Installed versions of the packages a case used."""
+    found = {}
+    for name in ("numpy", "pyarrow", "tensorflow-cpu", *names):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            found[name] = metadata.version(name)
+    return found
+
+
+def measure(case: Case) -> dict[str, Any]:
+    """Builds the loader, runs ``case.repeats`` timed passes, returns rates and memory figures."""
+    loader = LOADERS[case.loader]
+    result: dict[str, Any] = {"versions": versions(loader.packages)}
+    with contextlib.ExitStack() as stack:
+        table = open_deephaven_table(case) if loader.deephaven else None
+        start = time.perf_counter()
+        one_pass = CONSUMERS[case.consumer](loader.build(case, table, stack), case)
+        result["setup_s"] = round(time.perf_counter() - start, 3)
+        result["rss_before_passes_mib"] = round(current_rss_mib(), 1)
+        if loader.deephaven:
+            from dh_tf.diagnostics import reset_heap_peak
+
+            reset_heap_peak()
+        seconds, passes = [], []
+        for index in range(case.repeats):
+            start = time.perf_counter()
+            passes.append(one_pass())
+            seconds.append(time.perf_counter() - start)
+            print(f"{case.loader}: pass {index + 1}: {seconds[-1]:.3f} s", file=sys.stderr, flush=True)
+        result.update(
+            seconds=[round(s, 4) for s in seconds],
+            rows_per_s=case.num_rows / statistics.median(seconds),
+            first_pass_rows_per_s=case.num_rows / seconds[0],
+            last_pass=passes[-1],
+            peak_rss_mib=round(peak_rss_mib(), 1),
+        )
+        if loader.deephaven:
+            from dh_tf.diagnostics import memory_report
+
+            report = memory_report()
+            result.update(
+                jvm_heap_peak_mib=round(report.heap_peak_mib, 1), jvm_heap_max_mib=round(report.heap_max_mib, 1)
+            )
+    return result
+
+
+def main(argv: list[str]) -> None:
+    """Child entry point: runs the case given as JSON, prints ``RESULT_PREFIX`` + one JSON line.
+
+    Never raises: a failure is reported in the JSON (``status`` and ``error``); a missing package
+    (ImportError) reads ``not available``.
+    """
+    case = Case(**json.loads(argv[0]))
+    try:
+        result = {"status": "ok", **measure(case)}
+    except ImportError as e:
+        result = {"status": "not available", "error": f"{type(e).__name__}: {e}"}
+    except Exception as e:  # any failure is a result, not a crash of the benchmark
+        traceback.print_exc()
+        result = {"status": "failed", "error": f"{type(e).__name__}: {e}"[:2000]}
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+    sys.stdout.flush()
+    os._exit(0)  # skip interpreter teardown: JVM and TF threads can hang or crash it after the result
+
+
+# ---------------------------------------------------------------------------------------------
+# The parent side
+
+
+@dataclass
+class Outcome:
+    """A case and what came back from its child (or why nothing did)."""
+
+    case: Case
+    result: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The case's fields and the result's, flat, for JSON and the report."""
+        return {**asdict(self.case), **self.result}
+
+
+def run_case(case: Case, python: str, log_path: Path, timeout_s: float) -> Outcome:
+    """Runs one case in a child process (killed with its descendants on timeout); never raises.
+
+    The child's stdout and stderr go to ``log_path``; the result is its ``RESULT_PREFIX`` line.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}  # -m in REPO finds benchmarks
+    start = time.perf_counter()
+    with open(log_path, "w") as log:
+        child = subprocess.Popen(
+            [python, "-m", "benchmarks.loaders", json.dumps(asdict(case))],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
+        try:
+            stdout, _ = child.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            _kill_tree(child.pid)
+            child.communicate()
+            return Outcome(case, {"status": "failed", "error": f"timed out after {timeout_s:.0f} s"})
+        log.write(stdout)
+    wall_s = round(time.perf_counter() - start, 1)
+    for line in reversed(stdout.splitlines()):
+        if line.startswith(RESULT_PREFIX):
+            return Outcome(case, {**json.loads(line[len(RESULT_PREFIX) :]), "wall_s": wall_s})
+    tail = log_path.read_text()[-1500:]
+    return Outcome(case, {"status": "failed", "error": f"exit code {child.returncode}, no result; log tail: {tail}"})
+
+
+def _kill_tree(pid: int) -> None:
+    """Kills a child and all its descendants (Ray's workers run in process groups of their own)."""
+    import psutil
+
+    with contextlib.suppress(psutil.NoSuchProcess):
+        parent = psutil.Process(pid)
+        for process in [*parent.children(recursive=True), parent]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,53 @@
+"""dh_tf's memory does not grow with the table: peak RSS and JVM heap over one epoch at several sizes.
+
+``python -m benchmarks.memory --rows 1000000,20000000 [--heap 1g] [--out benchmarks/results]``
+writes memory.md and memory.json; ``python -m benchmarks.run --memory`` puts the same section in
+results.md. Each size runs in its own process (its own JVM with ``-Xmx{heap}``): one shuffled epoch
+of ``dh_tf.to_dataset`` (prefetch 2, batch 4096) consumed by ``ds.reduce``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from benchmarks import report
+from benchmarks.data import ensure_parquet
+from benchmarks.loaders import Case, run_case
+
+MEMORY_LOADER = "dh_tf_shuffle_p2"
+BATCH_SIZE = 4096
+
+
+def measure(sizes: list[int], heap: str, data_dir: Path, log_dir: Path, timeout_s: float) -> list[dict[str, Any]]:
+    """One epoch per table size, each in its own process; returns one result dict per size."""
+    results = []
+    for rows in sizes:
+        case = Case(MEMORY_LOADER, "reduce", BATCH_SIZE, str(ensure_parquet(data_dir, rows)), rows, 1, heap)
+        print(f"memory: {rows:,} rows ...", end=" ", flush=True)
+        outcome = run_case(case, sys.executable, log_dir / f"memory.{rows}.log", timeout_s)
+        print(report.summary(outcome.result), flush=True)
+        results.append(outcome.as_dict())
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: see the module docstring and ``--help``."""
+    p = argparse.ArgumentParser(prog="python -m benchmarks.memory", description=__doc__.split("\n\n")[0])
+    p.add_argument("--rows", default="1000000,20000000", help="comma-separated table sizes")
+    p.add_argument("--heap", default="1g", help="JVM -Xmx (default 1g)")
+    p.add_argument("--data-dir", type=Path, default=Path("~/.cache/dh_tf_bench").expanduser())
+    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    p.add_argument("--timeout", type=float, default=3600, help="seconds per size before it is killed")
+    args = p.parse_args(argv)
+    sizes = [int(part.replace("_", "")) for part in args.rows.split(",") if part]
+    results = measure(sizes, args.heap, args.data_dir, args.out / "logs", args.timeout)
+    command = " ".join([Path(sys.executable).name, "-m", "benchmarks.memory", *(argv or sys.argv[1:])])
+    report.write_memory(args.out, {"command": command, "machine": report.machine_info(), "memory": results})
+    print(f"report: {args.out / 'memory.md'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""Runs the whole benchmark in one go: ``python -m benchmarks.run [--rows N] [--only NAME,...] ...``.
+
+Plans the cases (loader x consumer x batch size), writes the Parquet data once (cached), prepares the
+peers' environments (``requirements.txt`` into this venv, petastorm's own venv), runs every case in its
+own child process, one at a time, and rewrites the report after each case (``--out``): results.md,
+results.json, rows_per_s.png. A case that fails is recorded with its error; the run goes on.
+
+Which cases: every ``dataset`` loader with the ``reduce`` consumer at every batch size (Ray Data only
+at batch sizes >= 1024); Keras ``fit`` for dh_tf and the in-memory numpy baselines at large batch
+sizes (small ones too with ``--fit-small``); the limits once, on the big file. Batch sizes below
+``SMALL_BATCH`` read the ``--small-rows`` file instead, for every loader (the same rows for all).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from benchmarks import memory, report
+from benchmarks.data import ensure_parquet, parquet_path
+from benchmarks.loaders import LOADERS, Case, Loader, Outcome, run_case
+
+SMALL_BATCH = 1024
+"""Batch sizes below this use the ``--small-rows`` file: per-batch Python costs make full passes too slow."""
+HERE = Path(__file__).resolve().parent
+PETASTORM_VENV = HERE / ".venv-petastorm"
+MAIN_EXTRAS = {"dask": "dask", "ray_data": "ray"}
+"""Loader -> the module it needs from ``requirements.txt`` (installed into this venv when missing)."""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (see ``--help``)."""
+    p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
+    p.add_argument("--rows", type=int, default=20_000_000, help="rows of the big table (default 20M)")
+    p.add_argument("--small-rows", type=int, default=2_000_000, help="rows for batch sizes < 1024 (default 2M)")
+    p.add_argument("--heap", default="1g", help="JVM -Xmx of the Deephaven loaders (default 1g)")
+    p.add_argument("--repeats", type=int, default=3, help="timed passes per case; the median is reported")
+    p.add_argument("--batch-sizes", type=_int_list, default=[4096, 32], help="comma-separated (default 4096,32)")
+    p.add_argument("--only", type=lambda s: s.split(","), default=None, help="loader names or globs, comma-separated")
+    p.add_argument("--fit-small", action="store_true", help="also run Keras fit at batch sizes < 1024 (slow)")
+    p.add_argument("--memory", action="store_true", help="also run benchmarks.memory (dh_tf memory vs table size)")
+    p.add_argument("--memory-rows", type=_int_list, default=None, help="table sizes for --memory (default 1M,--rows)")
+    p.add_argument("--data-dir", type=Path, default=Path("~/.cache/dh_tf_bench").expanduser())
+    p.add_argument("--out", type=Path, default=HERE / "results", help="report folder (default benchmarks/results)")
+    p.add_argument("--timeout", type=float, default=3600, help="seconds per case before it is killed")
+    p.add_argument("--no-install", action="store_true", help="install nothing; peers that are missing are skipped")
+    p.add_argument("--list", action="store_true", help="print the planned cases and exit")
+    args = p.parse_args(argv)
+    if args.rows < 1 or args.small_rows < 1 or args.repeats < 1 or min(args.batch_sizes) < 1:
+        p.error("--rows, --small-rows, --repeats and --batch-sizes must be positive")
+    if args.only:
+        unknown = [n for n in args.only if not any(fnmatch.fnmatchcase(name, n) for name in LOADERS)]
+        if unknown:
+            p.error(f"--only: no loader matches {unknown}; loaders are {list(LOADERS)}")
+    return args
+
+
+def _int_list(text: str) -> list[int]:
+    return [int(part.replace("_", "")) for part in text.split(",") if part]
+
+
+def selected(loader: Loader, only: list[str] | None) -> bool:
+    """Whether ``--only`` (names or globs) keeps this loader."""
+    return only is None or any(fnmatch.fnmatchcase(loader.name, pattern) for pattern in only)
+
+
+def plan(args: argparse.Namespace) -> list[Case]:
+    """The cases to run, in order: per batch size the reduce cases then the fit cases; limits last."""
+    cases = []
+
+    def add(loader: Loader, consumer: str, batch_size: int | None, rows: int) -> None:
+        path = str(parquet_path(args.data_dir, rows))
+        cases.append(Case(loader.name, consumer, batch_size, path, rows, args.repeats, args.heap))
+
+    loaders = [loader for loader in LOADERS.values() if selected(loader, args.only)]
+    for batch_size in args.batch_sizes:
+        small = batch_size < SMALL_BATCH
+        rows = min(args.small_rows, args.rows) if small else args.rows
+        for loader in loaders:
+            if loader.kind == "dataset" and batch_size >= loader.min_batch_size:
+                add(loader, "reduce", batch_size, rows)
+        for loader in loaders:
+            if (loader.fit or loader.kind == "arrays") and (args.fit_small or not small):
+                add(loader, "fit", batch_size, rows)
+    for loader in loaders:
+        if loader.kind == "limit":
+            add(loader, "read", None, args.rows)
+    return cases
+
+
+def install_main_extras(loaders: set[str], no_install: bool) -> dict[str, str]:
+    """Installs ``requirements.txt`` into this venv if a planned loader's module is missing.
+
+    Returns loader name -> why it is not available, for those still missing afterwards.
+    """
+    missing = {name: module for name, module in MAIN_EXTRAS.items() if name in loaders and not _importable(module)}
+    if not missing:
+        return {}
+    reason = "not installed (--no-install)"
+    if not no_install:
+        print(f"setup: installing {HERE / 'requirements.txt'} for {sorted(missing)}", file=sys.stderr, flush=True)
+        done = _pip(sys.executable, HERE / "requirements.txt")
+        importlib.invalidate_caches()
+        reason = f"pip install -r benchmarks/requirements.txt failed: {done}" if done else "still not importable"
+    return {name: reason for name, module in missing.items() if not _importable(module)}
+
+
+def petastorm_python(no_install: bool) -> str:
+    """The petastorm venv's python, creating the venv first when missing or outdated.
+
+    Raises:
+        RuntimeError: creating the venv or installing into it failed (the message says why).
+    """
+    python = PETASTORM_VENV / "bin" / "python"
+    stamp = PETASTORM_VENV / ".installed"
+    wanted = (HERE / "requirements-petastorm.txt").read_text()
+    if python.exists() and stamp.exists() and stamp.read_text() == wanted:
+        return str(python)
+    if no_install:
+        raise RuntimeError(f"{PETASTORM_VENV} is not set up (--no-install)")
+    print(f"setup: creating {PETASTORM_VENV} (a few minutes, once)", file=sys.stderr, flush=True)
+    made = subprocess.run(
+        [sys.executable, "-m", "venv", "--clear", str(PETASTORM_VENV)], capture_output=True, text=True
+    )
+    if made.returncode:
+        raise RuntimeError(f"python -m venv failed: {(made.stderr or made.stdout)[-800:]}")
+    failure = _pip(str(python), HERE / "requirements-petastorm.txt")
+    if failure:
+        raise RuntimeError(f"pip install -r benchmarks/requirements-petastorm.txt failed: {failure}")
+    check = subprocess.run([str(python), "-c", "import petastorm.tf_utils"], capture_output=True, text=True)
+    if check.returncode:
+        raise RuntimeError(f"import petastorm.tf_utils failed: {check.stderr.strip().splitlines()[-1:]}")
+    stamp.write_text(wanted)
+    return str(python)
+
+
+def _pip(python: str, requirements: Path) -> str:
+    """Runs ``pip install -r``; returns '' on success, else the end of pip's output."""
+    done = subprocess.run(
+        [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r", str(requirements)],
+        capture_output=True,
+        text=True,
+    )
+    return "" if done.returncode == 0 else (done.stderr or done.stdout).strip()[-800:]
+
+
+def _importable(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def interpreters(cases: list[Case], no_install: bool) -> tuple[dict[str, str], dict[str, str]]:
+    """(venv name -> python, loader name -> why it cannot run) for the planned cases."""
+    names = {case.loader for case in cases}
+    pythons, unavailable = {"main": sys.executable}, install_main_extras(names, no_install)
+    if any(LOADERS[name].venv == "petastorm" for name in names):
+        try:
+            pythons["petastorm"] = petastorm_python(no_install)
+        except RuntimeError as e:
+            unavailable.update({name: str(e) for name in names if LOADERS[name].venv == "petastorm"})
+    return pythons, unavailable
+
+
+def describe(case: Case) -> str:
+    """A short label for progress lines and log names."""
+    batch = f"b{case.batch_size}" if case.batch_size else "nobatch"
+    return f"{case.loader}.{case.consumer}.{batch}.{case.num_rows}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Runs the planned cases and writes the report; see the module docstring."""
+    args = parse_args(argv)
+    cases = plan(args)
+    if args.list or not cases:
+        print("\n".join(describe(case) for case in cases) or "no case selected")
+        return
+    for rows in sorted({case.num_rows for case in cases}):
+        ensure_parquet(args.data_dir, rows)
+    pythons, unavailable = interpreters(cases, args.no_install)
+    payload: dict[str, Any] = {
+        "command": " ".join([Path(sys.executable).name, "-m", "benchmarks.run", *(argv or sys.argv[1:])]),
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "machine": report.machine_info(),
+        "loaders": {name: {"description": ldr.description, "note": ldr.note} for name, ldr in LOADERS.items()},
+        "results": [],
+    }
+    for index, case in enumerate(cases, 1):
+        print(f"[{index}/{len(cases)}] {describe(case)} ...", end=" ", flush=True)
+        if case.loader in unavailable:
+            outcome = Outcome(case, {"status": "not available", "error": unavailable[case.loader]})
+        else:
+            python = pythons[LOADERS[case.loader].venv]
+            outcome = run_case(case, python, args.out / "logs" / f"{describe(case)}.log", args.timeout)
+        print(report.summary(outcome.result), flush=True)
+        payload["results"].append(outcome.as_dict())
+        report.write_results(args.out, payload)
+    if args.memory:
+        sizes = args.memory_rows or sorted({min(1_000_000, args.rows), args.rows})
+        payload["memory"] = memory.measure(sizes, args.heap, args.data_dir, args.out / "logs", args.timeout)
+        report.write_results(args.out, payload)
+    print(f"report: {args.out / 'results.md'}")
+
+
+if __name__ == "__main__":
+    main()
