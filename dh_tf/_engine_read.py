@@ -10,7 +10,7 @@ hold the GIL). ``tests/test_engine_read.py`` checks this path against the public
 ``deephaven.numpy.to_numpy``; :func:`available` reports whether it works here, and
 ``pages.PublicColumnReader`` is the fallback.
 
-Boolean columns are read through ``reinterpret(byte)``: true 1, false 0, null -128.
+Boolean columns are read as bytes (``ReinterpretUtils.booleanToByteSource``): true 1, false 0, null -128.
 """
 
 from __future__ import annotations
@@ -79,14 +79,15 @@ class EngineColumnReader:
 
         self._j_table = j_table
         self._kinds = dict(kinds)
-        byte_class = jpy.get_type("java.lang.Byte").TYPE
+        # Reinterprets when the source can, else wraps it (e.g. update_view formula columns).
+        boolean_as_byte = jpy.get_type("io.deephaven.engine.table.impl.sources.ReinterpretUtils").booleanToByteSource
         self._sources = {}
         self._contexts = {}
         self._chunks = {}
         for name, kind in self._kinds.items():
             source = j_table.getColumnSource(name)
             if kind.deephaven_type == "java.lang.Boolean":
-                source = source.reinterpret(byte_class)
+                source = boolean_as_byte(source)
             self._sources[name] = source
             self._contexts[name] = source.makeFillContext(CHUNK_ROWS)
             self._chunks[name] = jpy.get_type(_CHUNK_TYPES[kind.deephaven_type]).makeWritableChunk(CHUNK_ROWS)
