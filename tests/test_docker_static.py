@@ -59,9 +59,10 @@ COMPOSE_VALIDATOR = jsonschema.Draft201909Validator
 
 
 @pytest.fixture(scope="session")
-def compose_schema(request: pytest.FixtureRequest) -> dict[str, Any]:
+def compose_schema(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The Compose Specification JSON schema (NOTE [ Where the compose schema comes from ])."""
-    cache_dir = Path(request.config.cache.mkdir("compose-spec-wheel"))
+    cache = getattr(request.config, "cache", None)  # absent under `-p no:cacheprovider`
+    cache_dir = Path(cache.mkdir("compose-spec-wheel")) if cache else tmp_path_factory.mktemp("compose-spec-wheel")
     wheel = cache_dir / SCHEMA_WHEEL
     if not wheel.exists():
         cmd = [
