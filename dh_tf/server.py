@@ -5,6 +5,7 @@ One JVM per process: the first call starts it, later calls return the same serve
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -61,3 +62,16 @@ def start_server(
         server.start()
         _server = server
         return server
+
+
+def ensure_server(**options: Any) -> Any:
+    """Starts the embedded server unless this Python already runs inside a Deephaven JVM.
+
+    Inside the IDE console or an application-mode script the engine is already there: returns None.
+    Otherwise ``start_server(**options)``. Lets one script run both pasted into the console and as
+    ``python script.py``.
+    """
+    jpy = sys.modules.get("jpy")  # importing jpy without a JVM fails, so only look
+    if jpy is not None and jpy.has_jvm():
+        return _server
+    return start_server(**options)

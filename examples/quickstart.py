@@ -9,18 +9,18 @@ DH_TF_EXAMPLE_HEAP and DH_TF_EXAMPLE_PORT (the embedded server, plain-Python run
 
 import os
 
-try:  # in the Deephaven IDE console the engine already runs
-    from deephaven import empty_table
-except (ImportError, RuntimeError):  # plain `python`: no JVM yet, start the embedded server first
-    from dh_tf.server import start_server
+from dh_tf.server import ensure_server
 
-    start_server(
-        heap=os.environ.get("DH_TF_EXAMPLE_HEAP", "256m"), port=int(os.environ.get("DH_TF_EXAMPLE_PORT", "10000"))
-    )
-    from deephaven import empty_table
-
+# The IDE console already runs the engine; plain `python` starts the embedded server first
+# (deephaven can only be imported once a JVM runs).
+ensure_server(
+    heap=os.environ.get("DH_TF_EXAMPLE_HEAP", "256m"), port=int(os.environ.get("DH_TF_EXAMPLE_PORT", "10000"))
+)
 import keras
-from deephaven import parquet
+from deephaven import (
+    empty_table,
+    parquet,
+)
 
 import dh_tf
 from dh_tf.diagnostics import memory_report
