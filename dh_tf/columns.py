@@ -78,8 +78,6 @@ class Layout:
     """The fields of a loader and how to assemble them into ``x``, ``(x, y)`` or ``(x, y, w)``."""
 
     fields: tuple[Field, ...]
-    x_is_dict: bool
-    y_is_dict: bool
     has_label: bool
     has_weight: bool
 
@@ -150,12 +148,9 @@ def build_layout(
         specs.append(("w", "sample_weight", sample_weight))
 
     raw: list[tuple[str, str | None, tuple[str, ...], bool]] = []
-    dict_roles = set()
     for role, arg, spec in specs:
         for key, columns, squeeze in _parse_spec(spec, arg, where):
             raw.append((role, key, columns, squeeze))
-            if key is not None:
-                dict_roles.add(role)
 
     _check_columns(table_types, [c for _, _, cols, _ in raw for c in cols], where)
     policies = _null_policies(nulls, table_types, where)
@@ -175,8 +170,6 @@ def build_layout(
         fields.append(Field(role, key, columns, squeeze, out_dtype, column_nulls))
     return Layout(
         fields=tuple(fields),
-        x_is_dict="x" in dict_roles,
-        y_is_dict="y" in dict_roles,
         has_label=label is not None,
         has_weight=sample_weight is not None,
     )

@@ -76,7 +76,6 @@ class PageReader:
         self._kinds = {name: COLUMN_KINDS[definition[name]] for name in layout.columns}
         self._scratch: dict[str, np.ndarray] = {}
         use_fast = _engine_read.available() if fast is None else fast
-        self.fast = use_fast
         with self._context():
             self._columns: Any = (
                 _engine_read.EngineColumnReader(table.j_table, self._kinds)
