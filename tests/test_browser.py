@@ -96,6 +96,22 @@ def _click_console_input(page) -> None:
     page.focus(".console-input textarea")
 
 
+def _paste_into_console(page, code: str, attempts: int = 5) -> None:
+    """Pastes ``code`` into the console input, pasting again only while the input stays empty.
+
+    Seen in CI once: the paste landed before the editor was ready, and Enter ran an empty command.
+    """
+    for _ in range(attempts):
+        _click_console_input(page)
+        page.evaluate(_PASTE, code)  # NOTE [ Pasting into the console ]
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if (page.inner_text(".console-input") or "").strip():
+                return
+            time.sleep(0.25)
+    pytest.fail(f"the pasted code never showed in the console input after {attempts} attempts")
+
+
 @contextlib.contextmanager
 def console_output(server) -> Iterator[None]:
     """Sends this process's stdout/stderr to the console log again, as the embedded server set it up.
@@ -160,8 +176,7 @@ def test_quickstart_in_browser_console(server, tmp_path: Path, console_globals) 
         try:
             page.goto(f"http://127.0.0.1:{server.test_port}/ide/?psk={TEST_PSK}")
             page.wait_for_selector('[data-testid="app-loaded"]', timeout=APP_LOAD_TIMEOUT_S * 1000)
-            _click_console_input(page)
-            page.evaluate(_PASTE, code)  # NOTE [ Pasting into the console ]
+            _paste_into_console(page, code)
             page.keyboard.press("Enter")
             ours = _wait_for_success(page, marker)
             assert any("validation loss" in line for line in ours), ours
