@@ -159,7 +159,7 @@ def write_report(result: DemoResult, out: Path) -> None:
         f"{result.fit_rows_per_s:,} rows/s |",
         f"| test accuracy | {result.test_accuracy:.4f} (baseline, majority class: {result.baseline_accuracy:.4f}) |",
         f"| peak RSS (Python + JVM) | {result.peak_rss_mib:,} MiB |",
-        f"| JVM heap peak / max | {result.heap_peak_mib:,} / {result.heap_max_mib:,} MiB |",
+        f"| JVM heap: sum of pool peaks (an upper bound) / max | {result.heap_peak_mib:,} / {result.heap_max_mib:,} MiB |",
     ]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     (out / "report.json").write_text(json.dumps(asdict(result), indent=2))
@@ -183,6 +183,7 @@ def _plot(result: DemoResult, path: Path) -> None:
         ax.plot(epochs, result.history[key], "o-", label=f"train {key}")
         ax.plot(epochs, result.history[f"val_{key}"], "s--", label=f"test {key}")
         ax.set_xlabel("epoch")
+        ax.set_xticks(list(epochs))
         ax.legend()
     acc_ax.axhline(result.baseline_accuracy, color="grey", linestyle=":", label="baseline")
     acc_ax.legend()
