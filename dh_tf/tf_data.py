@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dh_tf import batching
 from dh_tf.columns import ColumnSpec, Layout
 from dh_tf.loader import TableLoader
 
@@ -61,7 +62,7 @@ def dataset_from_loader(loader: TableLoader) -> Any:
         # dataset element (~10x slower, DESIGN.md section 3).
         element = group if len(group) > 1 else group[0]
         rows = tf.shape(tf.nest.flatten(element)[0], out_type=tf.int64)[0]
-        count = rows // batch_size if drop_remainder else (rows + batch_size - 1) // batch_size
+        count = batching.num_batches(rows, batch_size, drop_remainder)  # works on tensors too
 
         def take(index: Any) -> Any:
             start = index * batch_size
