@@ -122,7 +122,10 @@ class EngineColumnReader:
                 rows.close()
 
     def close(self) -> None:
-        """Releases the engine's fill contexts. Safe to call twice."""
+        """Releases the engine's fill contexts and chunks. Safe to call twice."""
         contexts, self._contexts = self._contexts, {}
+        chunks, self._chunks = self._chunks, {}
         for context in contexts.values():
             context.close()
+        for chunk in chunks.values():
+            chunk.close()

@@ -1,90 +1,40 @@
 """Read one page (the rows of a :class:`~dh_tf.plan.PagePlan`) into C-ordered numpy arrays.
 
-The page reader reads each needed column once into a native-typed scratch array (fast engine path,
-or the public ``deephaven.numpy`` path as fallback), applies the page's row permutation, applies
-the null policy of each column, and casts into one output array per :class:`~dh_tf.columns.Field`.
+The page reader asks a source's span reader (NOTE [ Sources ] in source.py) for each needed column
+once, into a native-typed scratch array with a null mask, applies the null policy of each column,
+casts into one output array per :class:`~dh_tf.columns.Field`, and finally applies the page's row
+permutation and skip (:func:`deliver`). It never sees a table.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from dh_tf import _engine_read
-from dh_tf.columns import COLUMN_KINDS, ColumnKind, Layout, note_read_error
-from dh_tf.plan import PagePlan, page_permutation, read_positions
-from dh_tf.source import column_types
+from dh_tf.columns import COLUMN_KINDS, Layout
+from dh_tf.plan import PagePlan, Span, page_permutation, read_positions
+from dh_tf.source import SpanReader
 
 
 class NullValueError(ValueError):
     """A Deephaven null was found in a column whose null policy is ``"error"``."""
 
 
-class PublicColumnReader:
-    """The fallback read path: ``deephaven.numpy.to_numpy`` on ``Table.slice`` for each span.
-
-    Slower than the engine path (it exports Java arrays while holding the GIL), but public API.
-    Boolean columns are read through a DQL view that maps true/false/null to 1/0/-128, because
-    ``to_numpy`` turns a null boolean into True.
-    """
-
-    def __init__(self, table: Any, kinds: Mapping[str, ColumnKind]) -> None:
-        self._table = table
-        self._kinds = dict(kinds)
-
-    def read(self, spans: Sequence[tuple[int, int]], out: Mapping[str, np.ndarray]) -> None:
-        """Fills ``out[name][:n]`` with each column's values at the rows of ``spans``, in order."""
-        from deephaven.numpy import to_numpy
-
-        offset = 0
-        for start, stop in spans:
-            piece = self._table.slice(start, stop)
-            for name, kind in self._kinds.items():
-                try:
-                    values = self._read_column(piece, name, kind, to_numpy)
-                except Exception as error:
-                    note_read_error(error, name, start, stop)
-                    raise
-                out[name][offset : offset + stop - start] = values.reshape(-1)
-            offset += stop - start
-
-    @staticmethod
-    def _read_column(piece: Any, name: str, kind: ColumnKind, to_numpy: Any) -> np.ndarray:
-        if kind.deephaven_type == "java.lang.Boolean":
-            piece = piece.view([f"{name} = isNull({name}) ? (byte)-128 : ({name} ? (byte)1 : (byte)0)"])
-        return to_numpy(piece, [name])
-
-    def close(self) -> None:
-        """Nothing to release; present for symmetry with the engine reader."""
-
-
 class PageReader:
-    """Reads pages of one static table for one layout.
+    """Reads pages through one span reader for one layout.
 
     Not thread-safe: use one reader per thread, and ``close()`` it on that thread (closing twice is
-    safe). ``exec_ctx`` is opened around each page read only, never across a yield, so a reader can
-    run on a thread without a Deephaven ExecutionContext (e.g. a tf.data thread).
+    safe; it closes the span reader).
     """
 
-    def __init__(self, table: Any, layout: Layout, *, exec_ctx: Any = None, fast: bool | None = None) -> None:
+    def __init__(self, spans: SpanReader, layout: Layout, column_types: Mapping[str, str]) -> None:
+        self._spans = spans
         self._layout = layout
-        self._exec_ctx = exec_ctx
-        definition = column_types(table)
-        self._kinds = {name: COLUMN_KINDS[definition[name]] for name in layout.columns}
+        self._dtypes = {name: COLUMN_KINDS[column_types[name]].dtype for name in layout.columns}
+        self._types = {name: column_types[name] for name in layout.columns}
         self._scratch: dict[str, np.ndarray] = {}
-        use_fast = _engine_read.available() if fast is None else fast
-        with self._context():
-            self._columns: Any = (
-                _engine_read.EngineColumnReader(table.j_table, self._kinds)
-                if use_fast
-                else PublicColumnReader(table, self._kinds)
-            )
-
-    def _context(self) -> Any:
-        return self._exec_ctx if self._exec_ctx is not None else contextlib.nullcontext()
 
     def read(self, plan: PagePlan) -> list[np.ndarray]:
         """Returns one new C-ordered array per field, with the page's rows in delivery order.
@@ -93,40 +43,42 @@ class PageReader:
             NullValueError: a column with null policy ``"error"`` holds a null; the message names
                 the column and the row's position in the table.
         """
-        rows = plan.num_rows
-        native = {name: self._scratch_array(name, kind, rows) for name, kind in self._kinds.items()}
-        with self._context():
-            self._columns.read(plan.spans, native)
+        return deliver(self.read_spans(plan.spans), plan)
+
+    def read_spans(self, spans: Sequence[Span]) -> list[np.ndarray]:
+        """One new array per field with the rows of ``spans`` in read order (no permutation).
+
+        Raises:
+            NullValueError: as :meth:`read`.
+        """
+        rows = sum(stop - start for start, stop in spans)
+        native = {name: self._scratch_array(name, dtype, rows) for name, dtype in self._dtypes.items()}
+        masks = self._spans.read(spans, native)
         arrays = []
         for field in self._layout.fields:
             out = np.empty((rows, *field.shape), dtype=field.dtype)
             for index, (column, policy) in enumerate(zip(field.columns, field.nulls)):
                 target = out if field.squeeze else out[:, index]
-                self._convert(native[column], self._kinds[column], column, policy, target, plan)
+                with np.errstate(over="ignore", invalid="ignore"):  # null sentinels overflow; fixed below
+                    target[...] = native[column]
+                if masks[column] is not None:
+                    self._apply_nulls(masks[column], column, policy, target, spans)
             arrays.append(out)
-        # One row gather per output array (C-ordered rows) is cheaper than one per column.
-        permutation = page_permutation(plan)
-        return arrays if permutation is None else [array[permutation] for array in arrays]
+        return arrays
 
-    def _scratch_array(self, name: str, kind: ColumnKind, rows: int) -> np.ndarray:
+    def _scratch_array(self, name: str, dtype: np.dtype, rows: int) -> np.ndarray:
         scratch = self._scratch.get(name)
         if scratch is None or len(scratch) < rows:
-            scratch = self._scratch[name] = np.empty(rows, dtype=kind.dtype)
+            scratch = self._scratch[name] = np.empty(rows, dtype=dtype)
         return scratch[:rows]
 
-    @staticmethod
-    def _convert(
-        values: np.ndarray, kind: ColumnKind, column: str, policy: Any, target: np.ndarray, plan: PagePlan
+    def _apply_nulls(
+        self, nulls: np.ndarray, column: str, policy: Any, target: np.ndarray, spans: Sequence[Span]
     ) -> None:
-        with np.errstate(over="ignore", invalid="ignore"):  # null sentinels overflow; fixed below
-            target[...] = values
-        nulls = values == kind.null_value
-        if not nulls.any():
-            return
         if policy == "error":
-            first = int(read_positions(plan)[np.argmax(nulls)])
+            first = int(read_positions(PagePlan(tuple(spans)))[np.argmax(nulls)])
             raise NullValueError(
-                f"column {column!r} ({kind.deephaven_type}) holds a null at row position {first} "
+                f"column {column!r} ({self._types[column]}) holds a null at row position {first} "
                 f"and nulls='error'; pass nulls='nan' or a fill number (for all columns or as "
                 f"nulls={{{column!r}: ...}}), or drop such rows with DQL: "
                 f"table.where('!isNull({column})')"
@@ -134,6 +86,17 @@ class PageReader:
         target[nulls] = np.nan if policy == "nan" else policy
 
     def close(self) -> None:
-        """Releases the engine resources of this reader. Safe to call twice."""
-        self._columns.close()
+        """Releases the span reader. Safe to call twice."""
+        self._spans.close()
         self._scratch = {}
+
+
+def deliver(arrays: list[np.ndarray], plan: PagePlan) -> list[np.ndarray]:
+    """The page's arrays (rows in read order) in delivery order: permuted, then ``skip_rows`` dropped."""
+    permutation = page_permutation(plan)
+    if permutation is not None:
+        if plan.skip_rows:
+            permutation = permutation[plan.skip_rows :]
+        # One row gather per output array (C-ordered rows) is cheaper than one per column.
+        return [array[permutation] for array in arrays]
+    return [array[plan.skip_rows :] for array in arrays] if plan.skip_rows else arrays

@@ -1,65 +1,86 @@
-"""What rows exist: the table check, the execution context, and one consistent snapshot per epoch.
+"""Where rows come from: the narrow interface every source of rows implements, and the dispatch to one.
+
+NOTE [ Sources ]
+A *source* knows its column types and whether it is refreshing, and opens one *epoch view* per
+epoch: a consistent set of rows (a snapshot where the table ticks, see NOTE [ Refreshing tables ]).
+An epoch view opens *span readers*, one per reading thread, that read spans of row positions of
+some columns into native-typed numpy arrays and return a null mask per column. Everything above
+(``pages.PageReader``: null policy, casts, permutation; the plan; prefetch; batching) works on what
+any source returns and never sees a table. The sources: the embedded engine
+(``engine_source.py``: fast engine path, public fallback, ExecutionContext handling). The shape follows
+Deephaven's own ``deephaven.experimental.table_data_service`` backend protocol and torch's
+dataset/fetcher split.
 
 NOTE [ Refreshing tables ]
 Reading a ticking table page by page without the update-graph lock gives torn rows (values from
 two update cycles). Holding the lock across pages would stall the engine for a whole epoch. So each
-epoch of a refreshing table reads one static snapshot of just the needed columns
-(``table.view(columns).snapshot()``): consistent, and the engine keeps ticking meanwhile. The
-snapshot holds those columns in heap, so a refreshing table must fit the heap; static tables (e.g.
-Parquet-backed, filtered with ``where``) are read in place, never copied.
+epoch of a refreshing table reads one static snapshot of just the needed columns: consistent, and
+the engine keeps ticking meanwhile. The snapshot holds those columns in the server's heap, so a
+refreshing table must fit the heap; static tables (e.g. Parquet-backed, filtered with ``where``)
+are read in place, never copied.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from dh_tf.plan import Span
 
 
-def check_table(table: Any, where: str) -> None:
-    """Raises TypeError unless ``table`` is a ``deephaven.table.Table``."""
-    try:
-        from deephaven.table import Table
-    except Exception as e:
-        raise TypeError(
-            f"{where}: table must be a deephaven.table.Table (got {type(table).__name__}); "
-            f"import deephaven failed ({e}), start the Deephaven server or embedded server first"
-        ) from e
-    if not isinstance(table, Table):
-        raise TypeError(f"{where}: table must be a deephaven.table.Table (got {type(table).__name__})")
+class SpanReader(Protocol):
+    """Reads spans of row positions of one epoch view. One per thread; used and closed on that thread."""
+
+    def read(self, spans: Sequence[Span], out: Mapping[str, np.ndarray]) -> dict[str, np.ndarray | None]:
+        """Fills ``out[name][:n]`` (native dtype, n = rows of ``spans``) with the rows of ``spans``, in order.
+
+        Returns, per column, a boolean mask of the null rows, or None when the column has no null
+        in these rows.
+        """
+        ...
+
+    def close(self) -> None:
+        """Releases what the reader holds. Safe to call twice."""
+        ...
 
 
-def column_types(table: Any) -> dict[str, str]:
-    """The table's column name -> Java type name (``double``, ``java.lang.String``, ``double[]``), in order."""
-    return {column.name: _type_name(column.data_type) for column in table.columns}
+class EpochView(Protocol):
+    """One epoch's consistent rows of a source."""
+
+    num_rows: int
+
+    def open_reader(self) -> SpanReader:
+        """A new span reader for the calling thread."""
+        ...
 
 
-def _type_name(data_type: Any) -> str:
-    jclass = getattr(data_type.j_type, "jclass", None)  # primitives have none; arrays read "[D" otherwise
-    return str(jclass.getTypeName()) if jclass is not None else data_type.j_name
+class TableSource(Protocol):
+    """A table to read: its column types, whether it ticks, and one consistent view per epoch."""
+
+    column_types: Mapping[str, str]
+    """Column name -> Deephaven type name (``double``, ``java.lang.String``, ``double[]``), in table order."""
+    is_refreshing: bool
+
+    def num_rows(self) -> int:
+        """Rows in the table now (a refreshing table can change between calls)."""
+        ...
+
+    def open_epoch(self, columns: Sequence[str]) -> contextlib.AbstractContextManager[EpochView]:
+        """A consistent view of ``columns`` for one epoch (a snapshot if refreshing), released on exit."""
+        ...
 
 
-def current_exec_ctx() -> Any:
-    """The calling thread's Deephaven ExecutionContext, to open on reader threads later."""
-    from deephaven.execution_context import get_exec_ctx
+def open_source(table: Any, where: str, *, read_path: str = "auto") -> TableSource:
+    """The source for ``table``: an embedded ``deephaven.table.Table`` (or a source as it is).
 
-    return get_exec_ctx()
-
-
-@contextlib.contextmanager
-def epoch_table(table: Any, columns: Sequence[str], exec_ctx: Any) -> Iterator[Any]:
-    """The table to read for one epoch: the table itself, or a snapshot if it is refreshing.
-
-    See NOTE [ Refreshing tables ]. Opens ``exec_ctx`` only while taking the snapshot.
+    Raises:
+        TypeError: ``table`` is not a table dh_tf can read.
     """
-    if not table.is_refreshing:
-        yield table
-        return
-    from deephaven.liveness_scope import liveness_scope
+    if all(hasattr(table, name) for name in ("column_types", "is_refreshing", "open_epoch", "num_rows")):
+        return table
+    from dh_tf import engine_source
 
-    # The scope releases the per-epoch view (a listener on the ticking table) as soon as the
-    # snapshot exists; only the static snapshot outlives it.
-    with exec_ctx, liveness_scope() as scope:
-        snapshot = table.view(list(columns)).snapshot()
-        scope.preserve(snapshot)
-    yield snapshot
+    return engine_source.EngineSource(table, where, read_path=read_path)

@@ -75,6 +75,6 @@ def dataset_from_loader(loader: TableLoader) -> Any:
 
     dataset = tf.data.Dataset.from_generator(loader.iter_groups, output_signature=output_signature(loader.layout, tf))
     dataset = dataset.flat_map(batches_of)
-    if not loader.table.is_refreshing:
+    if not loader.source.is_refreshing:
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(loader)))
     return dataset.prefetch(tf.data.AUTOTUNE)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import dh_tf
-from dh_tf.prefetch import THREAD_NAME
+from dh_tf.prefetch import READER_THREAD_NAME
 
 ALL_TYPES = [
     "B = (byte)(i % 100 - 50)",
@@ -174,13 +174,19 @@ def test_iterating_from_a_thread_without_execution_context(id_table):
     assert np.array_equal(result["ids"], np.arange(2000))
 
 
-def test_breaking_out_mid_epoch_stops_the_prefetch_thread(id_table):
-    loader = dh_tf.TableLoader(id_table, "Id", "X", batch_size=10, page_rows=100, prefetch=2)
+def reader_threads_alive():
+    return [t for t in threading.enumerate() if t.name.startswith(READER_THREAD_NAME)]
+
+
+@pytest.mark.parametrize("reader_threads", [1, 2, 4])
+def test_breaking_out_mid_epoch_stops_the_reader_threads(id_table, reader_threads):
+    loader = dh_tf.TableLoader(id_table, "Id", "X", batch_size=10, page_rows=100, prefetch=2,
+                               reader_threads=reader_threads)
     for i, _ in enumerate(loader):
         if i == 3:
-            assert any(t.name == THREAD_NAME for t in threading.enumerate())
+            assert len(reader_threads_alive()) == reader_threads
             break
-    assert not any(t.name == THREAD_NAME for t in threading.enumerate())
+    assert not reader_threads_alive()
 
 
 def test_to_dataset_signature_cardinality_and_reiteration(id_table):

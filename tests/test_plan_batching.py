@@ -32,8 +32,18 @@ def test_shuffled_plan_is_a_permutation_and_pure_function_of_seed_and_epoch(num_
 
 def test_shuffled_pages_gather_whole_blocks():
     plans = plan_epoch(1000, 300, shuffle=True, seed=1, block_rows=100)
-    assert all(len(p.spans) == 3 for p in plans[:-1])
-    assert all((b - a) == 100 and a % 100 == 0 for p in plans for a, b in p.spans)
+    assert [p.num_rows for p in plans] == [300, 300, 300, 100]
+    assert all(a % 100 == 0 and b % 100 == 0 for p in plans for a, b in p.spans)
+    assert all(list(p.spans) == sorted(p.spans) for p in plans)  # read in table order
+
+
+@pytest.mark.parametrize("page_rows", [30, 64, 100, 250])
+def test_shuffled_pages_hold_page_rows_even_below_the_block_size(page_rows):
+    # The memory bound is page_rows rows per page, whatever the block size (it used to be a block).
+    plans = plan_epoch(1000, page_rows, shuffle=True, seed=2, block_rows=100)
+    assert all(p.num_rows == page_rows for p in plans[:-1]) and plans[-1].num_rows <= page_rows
+    positions = np.concatenate([page_positions(p) for p in plans])
+    assert np.array_equal(np.sort(positions), np.arange(1000))
 
 
 def test_shuffle_quality_position_and_order_uncorrelated_and_neighbours_split():
@@ -96,3 +106,59 @@ def test_groups_are_whole_batches_until_the_last():
 def test_num_batches():
     assert [num_batches(n, 16, False) for n in (0, 1, 16, 17, 34)] == [0, 1, 1, 2, 3]
     assert [num_batches(n, 16, True) for n in (0, 1, 16, 17, 34)] == [0, 0, 1, 1, 2]
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+@pytest.mark.parametrize("num_rows,num_shards", [(1000, 2), (1003, 2), (999, 4), (10, 3), (2, 3)])
+def test_shards_are_disjoint_equal_sized_and_cover_all_but_the_leftover(num_rows, num_shards, shuffle):
+    parts = [delivered_positions(num_rows, 64, shuffle=shuffle, seed=4, block_rows=100, num_shards=num_shards,
+                                 shard_index=k) for k in range(num_shards)]
+    assert [len(p) for p in parts] == [num_rows // num_shards] * num_shards
+    union = np.concatenate(parts)
+    assert len(np.unique(union)) == len(union)
+    assert len(union) == num_rows - num_rows % num_shards
+
+
+def test_unshuffled_shards_drop_the_same_last_rows_shuffled_shards_a_different_few_each_epoch():
+    def dropped(shuffle, epoch):
+        seen = np.concatenate([delivered_positions(1003, 64, shuffle=shuffle, seed=9, epoch=epoch, block_rows=100,
+                                                   num_shards=4, shard_index=k) for k in range(4)])
+        return set(range(1003)) - set(seen.tolist())
+
+    assert dropped(False, 0) == dropped(False, 1) == {1000, 1001, 1002}
+    epochs = [dropped(True, e) for e in range(5)]
+    assert all(len(d) == 3 for d in epochs)
+    assert len({frozenset(d) for d in epochs}) > 1
+    assert not set.intersection(*epochs)  # no row is lost in every epoch
+
+
+def test_shards_take_their_part_of_one_global_order():
+    # Every shard computes the same block order from (seed, epoch); shard k takes its contiguous part.
+    order = np.random.default_rng([3, 0]).permutation(10)
+    for k in range(2):
+        part = delivered_positions(1000, 1000, shuffle=True, seed=3, block_rows=100, num_shards=2, shard_index=k)
+        assert {int(p) // 100 for p in part} == set(order[5 * k : 5 * k + 5].tolist())
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+@pytest.mark.parametrize("skip_rows", [0, 1, 63, 64, 300, 999, 1000])
+def test_skipping_rows_resumes_the_uninterrupted_order(skip_rows, shuffle):
+    kw = dict(shuffle=shuffle, seed=5, epoch=2, block_rows=100)
+    full = delivered_positions(1000, 64, **kw)
+    resumed = delivered_positions(1000, 64, skip_rows=skip_rows, **kw)
+    assert np.array_equal(resumed, full[skip_rows:])
+
+
+def test_read_plan_counts_batches_per_shard():
+    from dh_tf.plan import ReadPlan
+
+    assert ReadPlan(page_rows=64, batch_size=16).num_batches(1003) == 63
+    assert ReadPlan(page_rows=64, batch_size=16, num_shards=4, shard_index=3).num_batches(1003) == 16
+    assert ReadPlan(page_rows=64, batch_size=16, drop_remainder=True, num_shards=3).num_batches(1003) == 20
+
+
+def test_plan_rejects_bad_shards_and_skips():
+    with pytest.raises(ValueError, match=r"shard_index must be in \[0, num_shards\)"):
+        plan_epoch(10, 4, num_shards=2, shard_index=2)
+    with pytest.raises(ValueError, match=r"skip_rows must be in \[0, 5\]"):
+        plan_epoch(10, 4, num_shards=2, skip_rows=6)

@@ -1,0 +1,228 @@
+"""The decoded epoch cache: a static table's output arrays on local disk, read back without the JVM.
+
+NOTE [ Epoch cache ]
+The first epoch reads the source as usual and, on the reader threads, also writes each page's
+output arrays (after null policy and casts, before the shuffle permutation) into one file per
+field, each row at ``position * row_bytes``, so any span of positions is one contiguous file range.
+A page's spans are marked *covered* only after all of its bytes are written; a page is served from
+the cache only when all its spans are covered. So an epoch that stopped half-way (``break``, an
+error) leaves a cache that is partly covered and never wrong: the next epoch reads the covered
+pages from disk and the others from the source, filling them in. Later epochs (any shuffle) read
+``os.preadv`` ranges straight into new numpy arrays: no JVM work, no GIL held during the copy, and
+no ``mmap`` (file-backed pages would count in RSS), so RSS stays bounded by the pages in flight.
+Only static tables: a refreshing table changes between epochs. The loader owns the files: they are
+removed by ``close()`` or when the cache is garbage-collected, and the whole file size is reserved
+up front (``posix_fallocate``), so a full disk fails at once, with nothing left behind.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import tempfile
+import threading
+import weakref
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dh_tf.columns import Layout
+from dh_tf.pages import PageReader, deliver
+from dh_tf.plan import PagePlan, Span
+from dh_tf.source import EpochView
+
+
+class CacheSpaceError(OSError):
+    """The cache directory's file system has no room for the cache."""
+
+
+def check_cache_arg(cache: Any, where: str) -> str | None:
+    """The directory in which to create the cache (None: no cache), from the ``cache=`` argument.
+
+    Raises:
+        TypeError: ``cache`` is not a bool, a str or a path.
+        ValueError: the directory does not exist, is not a directory, or is not writable.
+    """
+    if cache is False:
+        return None
+    if cache is True:
+        return tempfile.gettempdir()
+    if not isinstance(cache, (str, os.PathLike)) or isinstance(cache, bytes):
+        raise TypeError(
+            f"{where}: cache must be False, True (a temporary directory) or a directory path "
+            f"(got {cache!r} of type {type(cache).__name__})"
+        )
+    directory = Path(cache)
+    if not directory.is_dir():
+        raise ValueError(f"{where}: cache directory {str(directory)!r} does not exist or is not a directory")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ValueError(f"{where}: cache directory {str(directory)!r} is not writable")
+    return str(directory)
+
+
+class EpochCache:
+    """One file per field under a new directory in ``parent``, sized for ``num_rows`` rows.
+
+    Thread-safe: reader threads write and read disjoint or identical ranges concurrently.
+
+    Raises:
+        CacheSpaceError: the file system of ``parent`` cannot hold the cache (the message names the
+            directory and the bytes needed); nothing is left behind.
+        ValueError: ``parent`` is not writable.
+    """
+
+    def __init__(self, parent: str, layout: Layout, num_rows: int, where: str) -> None:
+        self._row_bytes = [field.dtype.itemsize * int(np.prod(field.shape)) for field in layout.fields]
+        self._fields = layout.fields
+        self.num_rows = num_rows
+        self.nbytes = num_rows * sum(self._row_bytes)
+        try:
+            self.directory = tempfile.mkdtemp(prefix="dh_tf-cache-", dir=parent)
+        except OSError as e:
+            raise ValueError(f"{where}: cannot create the cache in {parent!r}: {e}") from e
+        self._fds: list[int] = []
+        self._finalizer = weakref.finalize(self, _remove, self.directory, self._fds)
+        try:
+            for index, row_bytes in enumerate(self._row_bytes):
+                fd = os.open(os.path.join(self.directory, f"field{index}.bin"), os.O_RDWR | os.O_CREAT, 0o600)
+                self._fds.append(fd)
+                if num_rows:
+                    _reserve(fd, num_rows * row_bytes)
+        except OSError as e:
+            self.close()
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise CacheSpaceError(
+                    e.errno,
+                    f"{where}: no room for the epoch cache in {parent!r}: it needs {self.nbytes} bytes "
+                    f"({self.nbytes / 2**20:.1f} MiB) for {num_rows} rows; free "
+                    f"{shutil.disk_usage(parent).free} bytes there, or pass cache=<a directory on a bigger disk>",
+                ) from e
+            raise
+        self._lock = threading.Lock()
+        self._covered: list[Span] = []
+
+    def covers(self, spans: Sequence[Span]) -> bool:
+        """True when every row of ``spans`` has been written."""
+        with self._lock:
+            return all(_inside(span, self._covered) for span in spans)
+
+    def write(self, spans: Sequence[Span], arrays: Sequence[np.ndarray]) -> None:
+        """Writes the page's arrays (rows in read order of ``spans``), then marks the spans covered."""
+        for fd, row_bytes, array in zip(self._fds, self._row_bytes, arrays):
+            view = memoryview(np.ascontiguousarray(array)).cast("B")
+            offset = 0
+            for start, stop in spans:
+                size = (stop - start) * row_bytes
+                _write_all(fd, view[offset : offset + size], start * row_bytes)
+                offset += size
+        with self._lock:
+            for span in spans:
+                self._covered = _add(self._covered, span)
+
+    def read(self, spans: Sequence[Span]) -> list[np.ndarray]:
+        """New arrays, one per field, holding the rows of ``spans`` in read order.
+
+        Raises:
+            OSError: a file could not be read in full (the cache was damaged from outside).
+        """
+        rows = sum(stop - start for start, stop in spans)
+        arrays = []
+        for fd, row_bytes, field in zip(self._fds, self._row_bytes, self._fields):
+            out = np.empty((rows, *field.shape), dtype=field.dtype)
+            view = memoryview(out).cast("B")
+            offset = 0
+            for start, stop in spans:
+                size = (stop - start) * row_bytes
+                _read_all(fd, view[offset : offset + size], start * row_bytes)
+                offset += size
+            arrays.append(out)
+        return arrays
+
+    def close(self) -> None:
+        """Closes and removes the cache files. Safe to call twice, from any thread."""
+        self._finalizer()
+
+
+class CachingPageReader:
+    """A page reader for one thread: pages the cache covers come from disk, others from the source.
+
+    Pages read from the source are written to the cache (NOTE [ Epoch cache ]). The source's span
+    reader is opened only when a page is not covered, so a fully cached epoch does no JVM work.
+    """
+
+    def __init__(self, view: EpochView, layout: Layout, column_types: Any, cache: EpochCache | None) -> None:
+        self._view = view
+        self._layout = layout
+        self._column_types = column_types
+        self._cache = cache
+        self._pages: PageReader | None = None
+
+    def read(self, plan: PagePlan) -> list[np.ndarray]:
+        """One array per field, rows in delivery order (as :meth:`PageReader.read`)."""
+        if self._cache is not None and self._cache.covers(plan.spans):
+            return deliver(self._cache.read(plan.spans), plan)
+        if self._pages is None:
+            self._pages = PageReader(self._view.open_reader(), self._layout, self._column_types)
+        arrays = self._pages.read_spans(plan.spans)
+        if self._cache is not None:
+            self._cache.write(plan.spans, arrays)
+        return deliver(arrays, plan)
+
+    def close(self) -> None:
+        if self._pages is not None:
+            self._pages.close()
+            self._pages = None
+
+
+def _reserve(fd: int, size: int) -> None:
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as e:
+        if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+            raise
+        os.ftruncate(fd, size)  # a file system without fallocate: sparse file, checked on write
+
+
+def _write_all(fd: int, data: memoryview, offset: int) -> None:
+    while len(data):
+        written = os.pwrite(fd, data, offset)
+        data, offset = data[written:], offset + written
+
+
+def _read_all(fd: int, out: memoryview, offset: int) -> None:
+    while len(out):
+        got = os.preadv(fd, [out], offset)
+        if got == 0:
+            raise OSError(errno.EIO, f"dh_tf cache: file ended early at byte {offset}")
+        out, offset = out[got:], offset + got
+
+
+def _remove(directory: str, fds: list[int]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    fds.clear()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def _inside(span: Span, covered: list[Span]) -> bool:
+    start, stop = span
+    return start >= stop or any(a <= start and stop <= b for a, b in covered)
+
+
+def _add(covered: list[Span], span: Span) -> list[Span]:
+    """``covered`` (sorted, disjoint, merged) with ``span`` added, still sorted and merged."""
+    start, stop = span
+    out = []
+    for a, b in covered:
+        if b < start or stop < a:
+            out.append((a, b))
+        else:
+            start, stop = min(a, start), max(b, stop)
+    out.append((start, stop))
+    return sorted(out)

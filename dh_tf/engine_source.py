@@ -1,0 +1,158 @@
+"""The embedded-engine source: a ``deephaven.table.Table`` in this process's JVM (NOTE [ Sources ]).
+
+Reads by the fast engine path (``_engine_read.py``) or, as fallback, the public
+``deephaven.numpy.to_numpy``; finds nulls by Deephaven's sentinel values; opens the caller's
+ExecutionContext around engine work, so readers run on threads without one (tf.data threads).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from dh_tf import _engine_read
+from dh_tf.columns import COLUMN_KINDS, ColumnKind, note_read_error
+from dh_tf.plan import Span
+
+READ_PATHS = {"auto": None, "engine": True, "public": False}
+"""read_path -> whether to use the engine fast path (None: if ``_engine_read.available()``)."""
+
+
+class EngineSource:
+    """A table of the embedded engine, read in place (static) or from one snapshot per epoch (refreshing).
+
+    Build it on a thread with a Deephaven ExecutionContext (the caller's); its readers may then be
+    used on any thread.
+
+    Raises:
+        TypeError: ``table`` is not a ``deephaven.table.Table``, or no JVM is running.
+        ValueError: ``read_path`` is not one of :data:`READ_PATHS`.
+    """
+
+    def __init__(self, table: Any, where: str, *, read_path: str = "auto") -> None:
+        _check_table(table, where)
+        if read_path not in READ_PATHS:
+            raise ValueError(f"{where}: read_path must be one of {list(READ_PATHS)} (got {read_path!r})")
+        self.table = table
+        self.column_types = {column.name: _type_name(column.data_type) for column in table.columns}
+        self.is_refreshing = bool(table.is_refreshing)
+        self._fast = READ_PATHS[read_path]
+        from deephaven.execution_context import get_exec_ctx
+
+        self._exec_ctx = get_exec_ctx()
+
+    def num_rows(self) -> int:
+        return int(self.table.size)
+
+    @contextlib.contextmanager
+    def open_epoch(self, columns: Sequence[str]) -> Iterator[EngineEpoch]:
+        """The table itself, or a snapshot of ``columns`` if it is refreshing (NOTE [ Refreshing tables ])."""
+        if not self.is_refreshing:
+            yield EngineEpoch(self.table, self._kinds(columns), self._exec_ctx, self._fast)
+            return
+        from deephaven.liveness_scope import liveness_scope
+
+        # The scope releases the per-epoch view (a listener on the ticking table) as soon as the
+        # snapshot exists; only the static snapshot outlives it (a static table: garbage-collected as usual).
+        with self._exec_ctx, liveness_scope() as scope:
+            snapshot = self.table.view(list(columns)).snapshot()
+            scope.preserve(snapshot)
+        yield EngineEpoch(snapshot, self._kinds(columns), self._exec_ctx, self._fast)
+
+    def _kinds(self, columns: Sequence[str]) -> dict[str, ColumnKind]:
+        return {name: COLUMN_KINDS[self.column_types[name]] for name in columns}
+
+
+class EngineEpoch:
+    """One epoch's static table; opens one span reader per reading thread."""
+
+    def __init__(self, table: Any, kinds: Mapping[str, ColumnKind], exec_ctx: Any, fast: bool | None) -> None:
+        self._table = table
+        self._kinds = dict(kinds)
+        self._exec_ctx = exec_ctx
+        self._fast = _engine_read.available() if fast is None else fast
+        self.num_rows = int(table.size)
+
+    def open_reader(self) -> EngineSpanReader:
+        return EngineSpanReader(self._table, self._kinds, self._exec_ctx, self._fast)
+
+
+class EngineSpanReader:
+    """Reads spans of one static table; nulls found by sentinel value. One per thread (fill contexts)."""
+
+    def __init__(self, table: Any, kinds: Mapping[str, ColumnKind], exec_ctx: Any, fast: bool) -> None:
+        self._kinds = dict(kinds)
+        self._exec_ctx = exec_ctx
+        with exec_ctx:
+            self._columns: Any = (
+                _engine_read.EngineColumnReader(table.j_table, self._kinds) if fast else PublicColumnReader(table, kinds)
+            )
+
+    def read(self, spans: Sequence[Span], out: Mapping[str, np.ndarray]) -> dict[str, np.ndarray | None]:
+        # The context is thread-local and opened per read, never across a yield (DESIGN.md section 2).
+        with self._exec_ctx:
+            self._columns.read(spans, out)
+        masks: dict[str, np.ndarray | None] = {}
+        for name, kind in self._kinds.items():
+            nulls = out[name] == kind.null_value
+            masks[name] = nulls if nulls.any() else None
+        return masks
+
+    def close(self) -> None:
+        self._columns.close()
+
+
+class PublicColumnReader:
+    """The fallback read path: ``deephaven.numpy.to_numpy`` on ``Table.slice`` for each span.
+
+    Slower than the engine path (it exports Java arrays while holding the GIL), but public API.
+    Boolean columns are read through a DQL view that maps true/false/null to 1/0/-128, because
+    ``to_numpy`` turns a null boolean into True.
+    """
+
+    def __init__(self, table: Any, kinds: Mapping[str, ColumnKind]) -> None:
+        self._table = table
+        self._kinds = dict(kinds)
+
+    def read(self, spans: Sequence[Span], out: Mapping[str, np.ndarray]) -> None:
+        """Fills ``out[name][:n]`` with each column's values at the rows of ``spans``, in order."""
+        from deephaven.numpy import to_numpy
+
+        offset = 0
+        for start, stop in spans:
+            piece = self._table.slice(start, stop)
+            for name, kind in self._kinds.items():
+                try:
+                    if kind.deephaven_type == "java.lang.Boolean":
+                        view = piece.view([f"{name} = isNull({name}) ? (byte)-128 : ({name} ? (byte)1 : (byte)0)"])
+                    else:
+                        view = piece
+                    values = to_numpy(view, [name])
+                except Exception as error:
+                    note_read_error(error, name, start, stop)
+                    raise
+                out[name][offset : offset + stop - start] = values.reshape(-1)
+            offset += stop - start
+
+    def close(self) -> None:
+        """Nothing to release; present for symmetry with the engine reader."""
+
+
+def _check_table(table: Any, where: str) -> None:
+    try:
+        from deephaven.table import Table
+    except Exception as e:
+        raise TypeError(
+            f"{where}: table must be a deephaven.table.Table (got {type(table).__name__}); "
+            f"import deephaven failed ({e}), start the Deephaven server or embedded server first"
+        ) from e
+    if not isinstance(table, Table):
+        raise TypeError(f"{where}: table must be a deephaven.table.Table (got {type(table).__name__})")
+
+
+def _type_name(data_type: Any) -> str:
+    jclass = getattr(data_type.j_type, "jclass", None)  # primitives have none; arrays read "[D" otherwise
+    return str(jclass.getTypeName()) if jclass is not None else data_type.j_name
