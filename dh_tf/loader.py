@@ -72,6 +72,10 @@ class TableLoader:
         shuffle_block_rows: rows per shuffle block (>= 65536).
         read_path: ``"auto"`` (the engine fast path when it works here, else public API),
             ``"engine"`` or ``"public"`` (NOTE [ Engine internals ] in _engine_read.py).
+        num_shards: split each epoch between this many consumers (e.g. tf.distribute workers);
+            each reads only its own part and all get the same number of batches; up to
+            ``num_shards - 1`` rows per epoch are left out (NOTE [ Shards ] in plan.py).
+        shard_index: which shard this loader reads, in ``[0, num_shards)``.
 
     Raises:
         TypeError: ``table`` is not a Deephaven table, an argument has the wrong type (bools are not
@@ -109,6 +113,8 @@ class TableLoader:
         cache: bool | str | os.PathLike = False,
         shuffle_block_rows: int = MIN_SHUFFLE_BLOCK_ROWS,
         read_path: str = "auto",
+        num_shards: int = 1,
+        shard_index: int = 0,
     ) -> None:
         where = type(self).__name__
         self.batch_size = _int_arg(batch_size, "batch_size", where, minimum=1)
@@ -124,6 +130,12 @@ class TableLoader:
             shuffle_block_rows, "shuffle_block_rows", where, minimum=MIN_SHUFFLE_BLOCK_ROWS
         )
         cache_parent = check_cache_arg(cache, where)
+        num_shards = _int_arg(num_shards, "num_shards", where, minimum=1)
+        shard_index = _int_arg(shard_index, "shard_index", where, minimum=0)
+        if shard_index >= num_shards:
+            raise ValueError(
+                f"{where}: shard_index must be in [0, num_shards) (got shard_index={shard_index}, num_shards={num_shards})"
+            )
         if seed is not None:
             seed = _int_arg(seed, "seed", where, minimum=0)
         self.seed: int = int(np.random.SeedSequence().entropy % 2**63) if seed is None else seed
@@ -155,6 +167,8 @@ class TableLoader:
             shuffle=self.shuffle,
             seed=self.seed,
             block_rows=self.shuffle_block_rows,
+            num_shards=num_shards,
+            shard_index=shard_index,
         )
         self._cache: EpochCache | None = None
         if cache_parent is not None:

@@ -4,6 +4,13 @@ The generator hands TensorFlow whole groups of batches (NOTE [ Only the last bat
 batching.py) and TensorFlow cuts them into batches in C++, so small batches cost no Python per
 batch. The dataset has an explicit ``output_signature`` and, for static tables, a known
 cardinality (Keras progress bars know the number of steps).
+
+NOTE [ Epochs of a dataset ]
+Every pass over the dataset calls the loader's generator once, and every call is the loader's next
+epoch (its shuffle order is a function of ``(seed, epoch)``). ``model.fit(ds, epochs=N)`` makes
+exactly one pass per Keras epoch; a pass made outside ``fit`` (``ds.take(1)``, ``ds.reduce``, a
+``for`` loop over the dataset) uses an epoch too. To pin the mapping, ``ds.dh_tf_loader`` is the
+loader: ``ds.dh_tf_loader.set_epoch(0)`` before ``fit`` restarts the count.
 """
 
 from __future__ import annotations
@@ -26,24 +33,71 @@ def import_tensorflow() -> Any:
     return tf
 
 
-def to_dataset(table: Any, features: ColumnSpec, label: ColumnSpec | None = None, **options: Any) -> Any:
+def to_dataset(
+    table: Any,
+    features: ColumnSpec,
+    label: ColumnSpec | None = None,
+    *,
+    input_context: Any = None,
+    **options: Any,
+) -> Any:
     """Streams a Deephaven table as a ``tf.data.Dataset`` of ``x``, ``(x, y)`` or ``(x, y, w)`` batches.
 
     Takes exactly the arguments of :class:`~dh_tf.loader.TableLoader`, and validates them the same
-    way, before any data moves. Each pass over the dataset is a new epoch (``model.fit(ds,
-    epochs=N)`` works). Errors found while reading (e.g. a null under ``nulls="error"``) surface
-    from TensorFlow as ``InvalidArgumentError`` / ``UnknownError`` whose message contains the
-    original one; iterate a ``TableLoader`` to get them with their own type.
+    way, before any data moves. Each pass over the dataset is a new epoch of the loader (``model.fit(ds,
+    epochs=N)`` works); a pass made outside ``fit`` (e.g. ``ds.take(1)``) uses up an epoch too, so
+    the seeded shuffle order of later passes moves on by one (NOTE [ Epochs of a dataset ]). Errors
+    found while reading (e.g. a null under ``nulls="error"``) surface from TensorFlow as
+    ``InvalidArgumentError`` / ``UnknownError`` whose message contains the original one; iterate a
+    ``TableLoader`` to get them with their own type.
+
+    Args:
+        input_context: a ``tf.distribute.InputContext`` (what ``strategy.distribute_datasets_from_function``
+            passes): the dataset then reads shard ``input_pipeline_id`` of ``num_input_pipelines``
+            (NOTE [ Shards ] in plan.py) and ``batch_size`` is the *global* batch size, divided by
+            ``num_replicas_in_sync`` per replica. Not together with ``num_shards``/``shard_index``.
+        options: as :class:`~dh_tf.loader.TableLoader`.
 
     Example:
         >>> ds = to_dataset(t.where("Split = `train`"), ["A", "B"], "Label", batch_size=256)
         >>> model.fit(ds, epochs=3, validation_data=to_dataset(t.where("Split = `test`"), ...))
+        >>> strategy.distribute_datasets_from_function(
+        ...     lambda ctx: to_dataset(t, ["A", "B"], "Label", batch_size=256, input_context=ctx))
 
     Raises:
-        TypeError, ValueError: as :class:`~dh_tf.loader.TableLoader`.
+        TypeError, ValueError: as :class:`~dh_tf.loader.TableLoader`; ``input_context`` is not a
+            ``tf.distribute.InputContext``, comes with ``num_shards``/``shard_index``, or the global
+            batch size does not divide by the replicas.
         ImportError: TensorFlow is not installed.
     """
+    if input_context is not None:
+        options = _shard_options(input_context, options)
     return dataset_from_loader(TableLoader(table, features, label, **options))
+
+
+def _shard_options(input_context: Any, options: dict[str, Any]) -> dict[str, Any]:
+    tf = import_tensorflow()
+    if not isinstance(input_context, tf.distribute.InputContext):
+        raise TypeError(
+            f"to_dataset: input_context must be a tf.distribute.InputContext (got {input_context!r} of type "
+            f"{type(input_context).__name__})"
+        )
+    clash = [name for name in ("num_shards", "shard_index") if name in options]
+    if clash:
+        raise ValueError(f"to_dataset: pass input_context or {' / '.join(clash)}, not both")
+    global_batch = options.get("batch_size", 32)
+    replicas = input_context.num_replicas_in_sync
+    if isinstance(global_batch, int) and not isinstance(global_batch, bool) and global_batch % replicas:
+        raise ValueError(
+            f"to_dataset: batch_size (the global batch size) must divide by num_replicas_in_sync={replicas} "
+            f"(got batch_size={global_batch})"
+        )
+    return {
+        **options,
+        "batch_size": input_context.get_per_replica_batch_size(global_batch) if isinstance(global_batch, int) else global_batch,
+        "num_shards": input_context.num_input_pipelines,
+        "shard_index": input_context.input_pipeline_id,
+    }
 
 
 def output_signature(layout: Layout, tf: Any) -> Any:
@@ -77,4 +131,12 @@ def dataset_from_loader(loader: TableLoader) -> Any:
     dataset = dataset.flat_map(batches_of)
     if not loader.source.is_refreshing:
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(loader)))
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    dataset = dataset.prefetch(tf.data.AUTOTUNE)
+    if loader.plan.num_shards > 1:
+        # tf.distribute's AUTO policy falls back to DATA sharding for generator datasets: every worker
+        # would read the whole table and drop the rest. dh_tf already shards in the plan.
+        policy = tf.data.Options()
+        policy.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+        dataset = dataset.with_options(policy)
+    dataset.dh_tf_loader = loader  # the loader behind the dataset: set_epoch, state_dict, close
+    return dataset
