@@ -15,7 +15,8 @@ counts them across epochs (and across several ``fit`` calls with the same Metric
 In every mode the last step of each epoch has a row with ``EpochEnd`` true, carrying Keras's epoch
 logs, ``val_*`` included (when that step already has a batch row, the two are one row). Batch rows
 carry Keras's batch logs, which are the epoch's running averages so far (what the progress bar
-shows), so the last step's train values equal the epoch's.
+shows), so the last step's train values equal the epoch's. With ``steps_per_execution=k`` Keras
+calls batch hooks every k steps, so only those steps can have rows.
 - ``Rows``: training rows seen so far, partial batches counted exactly. Keras does not tell
   callbacks the batch size; its loss tracker (``model._loss_tracker``, a ``Mean`` weighted by each
   batch's row count) does: ``Rows`` is the rows of finished epochs plus its count, read on the
@@ -52,7 +53,6 @@ steps an ``N`` callback does nothing but count.
 from __future__ import annotations
 
 import collections
-import math
 import numbers
 import threading
 import time
@@ -156,9 +156,9 @@ class MetricsTable:
     """
 
     def __new__(cls, *args: Any, **kwargs: Any) -> MetricsTable:
-        # NOTE [ Metrics table schema ] aside, the one lazy trick here: the class users see does not
-        # subclass keras.callbacks.Callback (that would import Keras with this module); instances
-        # are of a subclass that does, made once, so isinstance(m, keras.callbacks.Callback) holds.
+        # This class does not subclass keras.callbacks.Callback (that would import Keras with the
+        # module); instances are of a subclass that does, made once per class, so both
+        # isinstance(m, MetricsTable) and isinstance(m, keras.callbacks.Callback) hold.
         return super().__new__(_keras_class(cls))
 
     def __init__(self, every: str | int = "batch", *, metrics: Sequence[str] | None = None,
@@ -370,7 +370,7 @@ class MetricsTable:
             "Rows": dtypes.int64,
             "RowsPerSec": dtypes.double,
             "EpochEnd": dtypes.bool_,
-            **{column: dtypes.double for column in columns},
+            **dict.fromkeys(columns, dtypes.double),
         }
         with self._exec_ctx:
             blink, self._publisher = table_publisher(self.name, definition, on_flush_callback=self._on_flush)
