@@ -74,13 +74,19 @@ class TableSource(Protocol):
 
 
 def open_source(table: Any, where: str, *, read_path: str = "auto") -> TableSource:
-    """The source for ``table``: an embedded ``deephaven.table.Table`` (or a source as it is).
+    """The source for ``table``: an embedded ``deephaven.table.Table``, a ``pydeephaven.table.Table``
+    (read over Arrow Flight, no JVM here: ``remote_source.py``), or a source as it is.
 
     Raises:
         TypeError: ``table`` is not a table dh_tf can read.
+        ValueError: a pydeephaven table whose Session or table is closed.
     """
     if all(hasattr(table, name) for name in ("column_types", "is_refreshing", "open_epoch", "num_rows")):
         return table
+    if type(table).__module__.startswith("pydeephaven"):  # decided without importing pydeephaven
+        from dh_tf import remote_source
+
+        return remote_source.RemoteSource(table, where)
     from dh_tf import engine_source
 
     return engine_source.EngineSource(table, where, read_path=read_path)
