@@ -149,15 +149,22 @@ def follow_dataset(table: Any, features: ColumnSpec, label: ColumnSpec | None = 
     Raises:
         As :func:`follow`; ImportError: TensorFlow is not installed.
     """
+    from deephaven.execution_context import get_exec_ctx
+
     from dh_tf.tf_data import import_tensorflow, output_signature
 
     tf = import_tensorflow()
     first: list[Follower] = [follow(table, features, label, **options)]
     signature = output_signature(first[0].layout, tf)
     infinite = options.get("max_rows") is None and options.get("max_batches") is None
+    exec_ctx = get_exec_ctx()  # later passes build their follower on a TensorFlow thread
 
     def batches() -> Iterator[Any]:
-        follower = first.pop() if first else follow(table, features, label, **options)
+        if first:
+            follower = first.pop()
+        else:
+            with exec_ctx:
+                follower = follow(table, features, label, **options)
         with follower:
             yield from follower
 

@@ -311,8 +311,11 @@ def test_table_claiming_add_only_that_modifies_fails_at_the_first_such_update(fa
     assert_clean(latest)
 
 
-def test_bad_input(fast_update_graph, make_table):
-    static = make_table(10, "X = (double)i")
+def test_bad_input(fast_update_graph):
+    from deephaven import new_table
+    from deephaven.column import double_col
+
+    static = new_table([double_col("X", [1.0, 2.0])])  # no formula: nothing to compile
     with pytest.raises(ValueError, match=r"follow: table must be a refreshing .* it is static; .*to_dataset"):
         follow(static, "X")
     source = Publisher(chunks=1, rows=1)
@@ -348,20 +351,23 @@ def test_bad_input(fast_update_graph, make_table):
 
 def test_follow_dataset_trains_keras_with_steps_per_epoch(fast_update_graph):
     import tensorflow as tf
-    from deephaven import dtypes, empty_table
+    from deephaven import dtypes, new_table
+    from deephaven.column import double_col, int_col
     from deephaven.execution_context import get_exec_ctx
     from deephaven.stream.table_publisher import table_publisher
 
     blink, publisher = table_publisher("dh_tf-test-fit", {"X0": dtypes.double, "X1": dtypes.double, "Y": dtypes.int32})
     ctx = get_exec_ctx()
     halt = threading.Event()
+    rng = np.random.default_rng(0)
 
     def produce() -> None:
-        with ctx:
-            rows = empty_table(256).update(["X0 = randomGaussian(0, 1)", "X1 = randomGaussian(0, 1)", "Y = X0 > 0 ? 1 : 0"])
         while not halt.is_set():
+            x = rng.normal(size=(256, 2))
+            y = (x[:, 0] > 0).astype(np.int32)
             with ctx:
-                publisher.add(rows.update(["X0 = randomGaussian(0, 1)", "X1 = randomGaussian(0, 1)", "Y = X0 > 0 ? 1 : 0"]))
+                publisher.add(new_table([double_col("X0", x[:, 0].tolist()), double_col("X1", x[:, 1].tolist()),
+                                         int_col("Y", y.tolist())]))
             time.sleep(0.01)
 
     producer = threading.Thread(target=produce, name="test-producer", daemon=True)
@@ -373,7 +379,7 @@ def test_follow_dataset_trains_keras_with_steps_per_epoch(fast_update_graph):
         tf.keras.utils.set_random_seed(0)
         model = tf.keras.Sequential([tf.keras.Input((2,)), tf.keras.layers.Dense(1, activation="sigmoid")])
         model.compile(optimizer=tf.keras.optimizers.Adam(0.1), loss="binary_crossentropy", metrics=["accuracy"])
-        history = model.fit(ds, steps_per_epoch=25, epochs=3, verbose=0)
+        history = model.fit(ds, steps_per_epoch=25, epochs=3, verbose=0, shuffle=False)
         assert history.history["accuracy"][-1] > 0.9
         del ds, history
     finally:
@@ -385,3 +391,23 @@ def test_follow_dataset_trains_keras_with_steps_per_epoch(fast_update_graph):
         assert time.monotonic() < deadline, "the dataset's follower kept its listener"
         time.sleep(0.05)
     assert follow_threads() == []
+
+
+def test_follow_dataset_each_pass_is_a_new_follower(fast_update_graph):
+    import tensorflow as tf
+
+    source = Publisher(chunks=300, rows=10, interval_s=0.01)
+    ds = follow_dataset(source.table, "X", "Id", batch_size=10, max_batches=2)
+    assert ds.cardinality().numpy() == tf.data.UNKNOWN_CARDINALITY
+    source.start()
+    try:
+        passes = [[y.numpy() for _, y in ds] for _ in range(2)]  # the second pass builds its follower on a TF thread
+    finally:
+        source.stop()
+    for batches in passes:
+        assert [len(y) for y in batches] == [10, 10]
+        ids = np.concatenate(batches)
+        np.testing.assert_array_equal(ids, np.arange(ids[0], ids[0] + 20))
+    assert passes[1][0][0] >= passes[0][1][-1] + 1
+    gc.collect()
+    assert_clean(source.table)
