@@ -2,12 +2,34 @@
 
 This module turns the user's ``features`` / ``label`` / ``sample_weight`` specs into a flat list of
 :class:`Field` objects (one output array each) and checks them against the table's column
-definitions, before any data moves. It needs only the table's definition, not the engine.
+definitions, before any data moves. It needs only the table's definition (and, for array columns,
+their length), not the engine.
+
+NOTE [ Array columns ]
+A column of fixed-length arrays (Java ``double[]``, ``float[]``, ``long[]``, ``int[]``, ``short[]``,
+``byte[]``, or the Deephaven vectors ``io.deephaven.vector.DoubleVector`` ... ``ByteVector`` that
+``update_by(rolling_group_tick(...))`` and ``group_by`` make) is read as a tensor: one array column
+gives ``[batch, n]``; a list of k array columns of the same length gives ``[batch, n, k]``
+(timesteps x features, what Keras ``LSTM`` / ``Conv1D`` take). A list cannot mix scalar and array
+columns; a dict spec can hold both, one per key.
+
+The length ``n`` is taken when the loader is built, from the first row that is not a null array
+(among the first :data:`ARRAY_LENGTH_PROBE_ROWS` rows); a table with no rows there is an error,
+because the output shape would be unknown. Every page checks every row again: a row of another
+length is an :class:`ArrayLengthError` naming the column, the row position and both lengths,
+whatever the null policy (ragged rows are never padded: drop or cut them with DQL, e.g.
+``where("len(W) == 32")`` after a rolling window, whose first rows are shorter).
+
+Nulls: a null array counts as n null elements, and a null element (e.g. ``NULL_DOUBLE`` inside the
+window) as a null; both follow the column's null policy: ``"error"`` raises naming the row,
+``"nan"`` / a number fills those elements (a whole null row gets filled). There is no ``pad=``
+option: with DQL a user already chooses exactly which rows to keep, and a silent pad would hide
+windows that are shorter than they look.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +37,7 @@ import numpy as np
 
 #: A column spec: one name (an array of shape ``[batch]``), a list of names (``[batch, n]``), or a
 #: dict of name -> one of those (a dict of arrays, for multi-input / multi-output Keras models).
+#: Array columns add a dimension (NOTE [ Array columns ]).
 ColumnSpec = str | Sequence[str] | Mapping[str, str | Sequence[str]]
 #: A null policy: ``"error"``, ``"nan"``, or a number to fill nulls with.
 NullPolicy = str | float | int
@@ -22,13 +45,27 @@ NullPolicy = str | float | int
 NULL_POLICIES = ("error", "nan")
 
 
+class ArrayLengthError(ValueError):
+    """A row of an array column has another length than the column's (NOTE [ Array columns ])."""
+
+
 @dataclass(frozen=True)
 class ColumnKind:
-    """How one Deephaven column type is read: its numpy dtype and its null sentinel."""
+    """How one Deephaven column type is read: its numpy dtype and its null sentinel.
+
+    For an array column, ``dtype`` and ``null_value`` are those of its elements and
+    ``element_type`` names the element's Deephaven type (None for scalar columns).
+    """
 
     deephaven_type: str
     dtype: np.dtype
     null_value: Any
+    element_type: str | None = None
+
+    @property
+    def is_array(self) -> bool:
+        """True for a column of arrays or vectors."""
+        return self.element_type is not None
 
 
 def _kind(deephaven_type: str, dtype: str, null_value: Any) -> ColumnKind:
@@ -49,7 +86,45 @@ COLUMN_KINDS: dict[str, ColumnKind] = {
         _kind("java.lang.Boolean", "int8", -128),
     )
 }
-SUPPORTED_TYPES = "byte, short, int, long, float, double, java.lang.Boolean"
+_ARRAY_ELEMENTS = {"byte": "Byte", "short": "Short", "int": "Int", "long": "Long", "float": "Float", "double": "Double"}
+#: Array column type -> how its elements are read (NOTE [ Array columns ]).
+ARRAY_KINDS: dict[str, ColumnKind] = {
+    name: ColumnKind(name, COLUMN_KINDS[element].dtype, COLUMN_KINDS[element].null_value, element)
+    for element, boxed in _ARRAY_ELEMENTS.items()
+    for name in (f"{element}[]", f"io.deephaven.vector.{boxed}Vector")
+}
+SUPPORTED_TYPES = (
+    "byte, short, int, long, float, double, java.lang.Boolean; arrays: "
+    + ", ".join(f"{e}[]" for e in _ARRAY_ELEMENTS)
+    + "; vectors: "
+    + ", ".join(f"io.deephaven.vector.{b}Vector" for b in _ARRAY_ELEMENTS.values())
+)
+ARRAY_LENGTH_PROBE_ROWS = 1000
+"""Rows looked at for the first non-null array when a loader is built (NOTE [ Array columns ])."""
+
+
+def column_kind(deephaven_type: str) -> ColumnKind:
+    """The kind of a supported scalar or array column type.
+
+    Raises:
+        KeyError: the type is not supported (``build_layout`` rejects such columns first).
+    """
+    kind = COLUMN_KINDS.get(deephaven_type) or ARRAY_KINDS.get(deephaven_type)
+    if kind is None:
+        raise KeyError(deephaven_type)
+    return kind
+
+
+class ColumnTypes(dict):  # type: ignore[type-arg]
+    """Column name -> Deephaven type name, as a source reports them, plus array lengths if it can tell.
+
+    ``array_length(name)`` returns the length of the arrays in column ``name`` (None when the
+    table has no row to look at); a plain dict (a source without it) cannot feed array columns.
+    """
+
+    def __init__(self, types: Mapping[str, str], array_length: Callable[[str], int | None] | None = None) -> None:
+        super().__init__(types)
+        self.array_length = array_length
 
 
 @dataclass(frozen=True)
@@ -57,7 +132,8 @@ class Field:
     """One output array: which columns fill it, its dtype, and the null policy of each column.
 
     ``role`` is ``"x"``, ``"y"`` or ``"w"``; ``key`` is the dict key when the spec was a dict.
-    A field built from a single name (``squeeze``) has shape ``[rows]``, otherwise ``[rows, n]``.
+    A field built from a single name (``squeeze``) has shape ``[rows]``, otherwise ``[rows, k]``;
+    with array columns of length ``array_length`` = n: ``[rows, n]`` and ``[rows, n, k]``.
     """
 
     role: str
@@ -66,11 +142,13 @@ class Field:
     squeeze: bool
     dtype: np.dtype
     nulls: tuple[NullPolicy, ...]
+    array_length: int | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
-        """The shape of one row of this field."""
-        return () if self.squeeze else (len(self.columns),)
+        """The shape of one row of this field: ``()``, ``(k,)``, ``(n,)`` or ``(n, k)``."""
+        inner = () if self.array_length is None else (self.array_length,)
+        return inner if self.squeeze else (*inner, len(self.columns))
 
 
 @dataclass(frozen=True)
@@ -85,6 +163,11 @@ class Layout:
     def columns(self) -> tuple[str, ...]:
         """Every column read, each once, in first-use order."""
         return tuple(dict.fromkeys(c for f in self.fields for c in f.columns))
+
+    @property
+    def array_lengths(self) -> dict[str, int]:
+        """Array column -> its length, for the array columns read."""
+        return {c: f.array_length for f in self.fields if f.array_length is not None for c in f.columns}
 
     def assemble(self, arrays: Sequence[Any]) -> Any:
         """Nests one array per field (in field order) into ``x``, ``(x, y)`` or ``(x, y, w)``."""
@@ -111,6 +194,7 @@ def build_layout(
     label_dtype: Any,
     nulls: NullPolicy | Mapping[str, NullPolicy],
     where: str = "TableLoader",
+    array_length: Callable[[str], int | None] | None = None,
 ) -> Layout:
     """Checks the column specs against the table and returns the output layout.
 
@@ -123,17 +207,25 @@ def build_layout(
         label_dtype: the numpy dtype of labels; None keeps integer labels integer (their common
             numpy type) and casts the others to ``dtype``.
         nulls: a null policy for every column, or a dict column -> policy (others: ``"error"``).
+            A global ``"nan"`` applies to floating outputs; integer outputs keep ``"error"`` under it
+            (they raise only if a null appears). A per-column ``"nan"`` on an integer output is an error.
         where: the caller's name, for error messages.
+        array_length: column name -> length of its arrays (None: the table has no rows), for array
+            columns (NOTE [ Array columns ]); default: ``table_types.array_length`` when
+            ``table_types`` is a :class:`ColumnTypes`.
 
     Returns:
         The layout: the fields in order x, y, w.
 
     Raises:
-        ValueError: a spec is empty, names an unknown column, or a null policy is not allowed.
-        TypeError: a spec has the wrong type, or a column's type is not numeric or boolean.
+        ValueError: a spec is empty, names an unknown column, mixes scalar and array columns in one
+            list, holds arrays of different lengths, or of unknown length (no rows); or a null
+            policy is not allowed or does not fit a column.
+        TypeError: a spec has the wrong type (nested dicts included), ``dtype`` / ``label_dtype`` is
+            not a numeric numpy dtype, or a column's type is not supported.
     """
-    float_dtype = _float_dtype(dtype, "dtype", where)
-    fixed_label_dtype = None if label_dtype is None else np.dtype(label_dtype)
+    float_dtype = _numeric_dtype(dtype, "dtype", where)
+    fixed_label_dtype = None if label_dtype is None else _numeric_dtype(label_dtype, "label_dtype", where)
     if sample_weight is not None and label is None:
         raise ValueError(f"{where}: sample_weight needs a label (got label=None)")
     if sample_weight is not None and not isinstance(sample_weight, str):
@@ -147,27 +239,35 @@ def build_layout(
     if sample_weight is not None:
         specs.append(("w", "sample_weight", sample_weight))
 
-    raw: list[tuple[str, str | None, tuple[str, ...], bool]] = []
+    raw: list[tuple[str, str, str | None, tuple[str, ...], bool]] = []
     for role, arg, spec in specs:
         for key, columns, squeeze in _parse_spec(spec, arg, where):
-            raw.append((role, key, columns, squeeze))
+            raw.append((role, arg if key is None else f"{arg}[{key!r}]", key, columns, squeeze))
 
-    _check_columns(table_types, [c for _, _, cols, _ in raw for c in cols], where)
-    policies = _null_policies(nulls, table_types, where)
+    _check_columns(table_types, [c for *_, cols, _ in raw for c in cols], where)
+    policies, global_policy = _null_policies(nulls, table_types, where)
+    if array_length is None:
+        array_length = getattr(table_types, "array_length", None)
+    lengths = _array_lengths(table_types, [c for *_, cols, _ in raw for c in cols], array_length, where)
 
     fields = []
-    for role, key, columns, squeeze in raw:
-        kinds = [COLUMN_KINDS[table_types[c]] for c in columns]
+    for role, arg, key, columns, squeeze in raw:
+        kinds = [column_kind(table_types[c]) for c in columns]
+        field_length = _field_array_length(arg, columns, kinds, lengths, where)
         if role == "y" and fixed_label_dtype is not None:
             out_dtype = fixed_label_dtype
         elif role == "y" and all(k.dtype.kind == "i" and k.deephaven_type != "java.lang.Boolean" for k in kinds):
             out_dtype = np.result_type(*[k.dtype for k in kinds])
         else:
             out_dtype = float_dtype
-        column_nulls = tuple(policies.get(c, "error") for c in columns)
-        for column, policy in zip(columns, column_nulls):
+        column_nulls = []
+        for column in columns:
+            policy = policies.get(column, "error")
+            if global_policy and policy == "nan" and out_dtype.kind != "f":
+                policy = "error"  # a global "nan" means: NaN where it fits (a float output)
             _check_policy_fits(policy, column, out_dtype, where)
-        fields.append(Field(role, key, columns, squeeze, out_dtype, column_nulls))
+            column_nulls.append(policy)
+        fields.append(Field(role, key, columns, squeeze, out_dtype, tuple(column_nulls), field_length))
     return Layout(
         fields=tuple(fields),
         has_label=label is not None,
@@ -175,13 +275,19 @@ def build_layout(
     )
 
 
-def _float_dtype(dtype: Any, arg: str, where: str) -> np.dtype:
+def _numeric_dtype(dtype: Any, arg: str, where: str) -> np.dtype:
     try:
         result = np.dtype(dtype)
-    except TypeError as e:
-        raise TypeError(f"{where}: {arg} must be a numpy dtype (got {dtype!r})") from e
+    except (TypeError, ValueError) as e:
+        raise TypeError(
+            f"{where}: {arg} must be a numeric numpy dtype, e.g. 'float32' or 'int64' (got {dtype!r} of type "
+            f"{type(dtype).__name__})"
+        ) from e
     if result.kind not in "fiu":
-        raise TypeError(f"{where}: {arg} must be a numeric numpy dtype (got {result})")
+        raise TypeError(
+            f"{where}: {arg} must be a numeric numpy dtype (int, uint or float kinds), e.g. 'float32' or "
+            f"'int64' (got {dtype!r}: {result})"
+        )
     return result
 
 
@@ -194,7 +300,12 @@ def _parse_spec(spec: Any, arg: str, where: str) -> list[tuple[str | None, tuple
         for key, sub in spec.items():
             if not isinstance(key, str):
                 raise TypeError(f"{where}: {arg} dict keys must be str (got {key!r} of type {type(key).__name__})")
-            (_, columns, squeeze), = _parse_spec(sub, f"{arg}[{key!r}]", where)
+            if isinstance(sub, Mapping):
+                raise TypeError(
+                    f"{where}: {arg}[{key!r}] must be a column name or a list of names; nested dicts are not "
+                    f"supported (got {sub!r}); use one flat dict of name -> names"
+                )
+            ((_, columns, squeeze),) = _parse_spec(sub, f"{arg}[{key!r}]", where)
             entries.append((key, columns, squeeze))
         return entries
     if isinstance(spec, str):
@@ -213,32 +324,93 @@ def _parse_spec(spec: Any, arg: str, where: str) -> list[tuple[str | None, tuple
     )
 
 
+def _array_lengths(
+    table_types: Mapping[str, str],
+    columns: list[str],
+    array_length: Callable[[str], int | None] | None,
+    where: str,
+) -> dict[str, int]:
+    """Array column -> its length, for the array columns among ``columns`` (NOTE [ Array columns ])."""
+    lengths = {}
+    for column in dict.fromkeys(columns):
+        type_name = table_types[column]
+        if type_name not in ARRAY_KINDS:
+            continue
+        if array_length is None:
+            raise TypeError(
+                f"{where}: column {column!r} ({type_name}) is an array column, and this source cannot tell "
+                "array lengths; array columns are read from tables of the embedded engine"
+            )
+        length = array_length(column)
+        if length is None:
+            raise ValueError(
+                f"{where}: column {column!r} ({type_name}) is an array column whose length is read from the "
+                "first rows, but the table has no rows; build the loader once the table has rows"
+            )
+        if length < 1:
+            raise ValueError(
+                f"{where}: column {column!r} ({type_name}) holds empty arrays (row 0 has length {length}); "
+                "array columns need arrays of length >= 1"
+            )
+        lengths[column] = int(length)
+    return lengths
+
+
+def _field_array_length(
+    arg: str, columns: tuple[str, ...], kinds: list[ColumnKind], lengths: Mapping[str, int], where: str
+) -> int | None:
+    """The array length of a field's columns (None: scalar columns), checking they agree."""
+    arrays = [c for c, k in zip(columns, kinds) if k.is_array]
+    if not arrays:
+        return None
+    if len(arrays) != len(columns):
+        scalars = [c for c in columns if c not in arrays]
+        raise ValueError(
+            f"{where}: {arg} mixes scalar column(s) {scalars} and array column(s) {arrays} in one list; "
+            f"put them under separate keys of a dict spec, e.g. {{'sequence': {arrays!r}, 'scalars': {scalars!r}}}"
+        )
+    distinct = {lengths[c] for c in arrays}
+    if len(distinct) > 1:
+        listed = ", ".join(f"{c!r}: {lengths[c]}" for c in arrays)
+        raise ValueError(
+            f"{where}: {arg} lists array columns of different lengths ({listed}); the columns of one "
+            "list must have the same length (they become [batch, n, k])"
+        )
+    return lengths[arrays[0]]
+
+
 def _check_columns(table_types: Mapping[str, str], columns: list[str], where: str) -> None:
     missing = [c for c in dict.fromkeys(columns) if c not in table_types]
     if missing:
         raise ValueError(
             f"{where}: unknown column(s) {missing}; the table has columns {list(table_types)}"
         )
-    bad = {c: table_types[c] for c in dict.fromkeys(columns) if table_types[c] not in COLUMN_KINDS}
+    bad = {
+        c: table_types[c]
+        for c in dict.fromkeys(columns)
+        if table_types[c] not in COLUMN_KINDS and table_types[c] not in ARRAY_KINDS
+    }
     if bad:
         listed = ", ".join(f"{c!r} ({t})" for c, t in bad.items())
         raise TypeError(
-            f"{where}: column(s) {listed} must be numeric or boolean; supported types: {SUPPORTED_TYPES}"
+            f"{where}: column(s) {listed} must be numeric or boolean; supported types: "
+            f"{SUPPORTED_TYPES}"
         )
 
 
 def _null_policies(
     nulls: NullPolicy | Mapping[str, NullPolicy], table_types: Mapping[str, str], where: str
-) -> dict[str, NullPolicy]:
+) -> tuple[dict[str, NullPolicy], bool]:
+    """Column -> policy, and whether it came from one global policy (not a per-column dict)."""
     if isinstance(nulls, Mapping):
         unknown = [c for c in nulls if c not in table_types]
         if unknown:
             raise ValueError(
                 f"{where}: nulls names unknown column(s) {unknown}; the table has columns {list(table_types)}"
             )
-        return {c: _check_policy(p, f"nulls[{c!r}]", where) for c, p in nulls.items()}
+        return {c: _check_policy(p, f"nulls[{c!r}]", where) for c, p in nulls.items()}, False
     policy = _check_policy(nulls, "nulls", where)
-    return dict.fromkeys(table_types, policy)
+    return dict.fromkeys(table_types, policy), True
 
 
 def _check_policy(policy: Any, arg: str, where: str) -> NullPolicy:
@@ -255,8 +427,8 @@ def _check_policy(policy: Any, arg: str, where: str) -> NullPolicy:
 def _check_policy_fits(policy: NullPolicy, column: str, out_dtype: np.dtype, where: str) -> None:
     if policy == "nan" and out_dtype.kind != "f":
         raise ValueError(
-            f"{where}: nulls='nan' needs a floating output, but column {column!r} goes to a {out_dtype} "
-            "array; use 'error' or a number for it (nulls={column: value})"
+            f"{where}: nulls={{{column!r}: 'nan'}} needs a floating output, but column {column!r} goes to a "
+            f"{out_dtype} array; use 'error' or a number for it (nulls={{{column!r}: value}})"
         )
     if isinstance(policy, str):
         return
@@ -265,6 +437,16 @@ def _check_policy_fits(policy: NullPolicy, column: str, out_dtype: np.dtype, whe
             f"{where}: the null fill value for column {column!r} must be an integer that fits "
             f"{out_dtype} (got {policy!r})"
         )
+
+
+def array_length_error(column: str, kind: ColumnKind, position: int, length: int, expected: int) -> ArrayLengthError:
+    """The error for a row of array column ``column`` whose length is not the column's."""
+    return ArrayLengthError(
+        f"column {column!r} ({kind.deephaven_type}) holds an array of length {length} at row position {position}, "
+        f"but its arrays have length {expected} (read from its first row when the loader was built); rows of "
+        f"another length are never padded: keep rows of one length with DQL, e.g. table.where('len({column}) == "
+        f"{max(length, expected)}') (a rolling window's first rows are shorter than the window)"
+    )
 
 
 def note_read_error(error: BaseException, column: str | None, start: int, stop: int) -> None:

@@ -14,7 +14,14 @@ from typing import Any
 import numpy as np
 
 from dh_tf import _engine_read
-from dh_tf.columns import COLUMN_KINDS, ColumnKind, note_read_error
+from dh_tf.columns import (
+    ARRAY_LENGTH_PROBE_ROWS,
+    ColumnKind,
+    ColumnTypes,
+    array_length_error,
+    column_kind,
+    note_read_error,
+)
 from dh_tf.plan import Span
 
 READ_PATHS = {"auto": None, "engine": True, "public": False}
@@ -37,15 +44,49 @@ class EngineSource:
         if read_path not in READ_PATHS:
             raise ValueError(f"{where}: read_path must be one of {list(READ_PATHS)} (got {read_path!r})")
         self.table = table
-        self.column_types = {column.name: _type_name(column.data_type) for column in table.columns}
+        self.column_types = ColumnTypes(
+            {column.name: _type_name(column.data_type) for column in table.columns}, self.array_length
+        )
         self.is_refreshing = bool(table.is_refreshing)
         self._fast = READ_PATHS[read_path]
+        self._where = where
         from deephaven.execution_context import get_exec_ctx
 
         self._exec_ctx = get_exec_ctx()
 
     def num_rows(self) -> int:
         return int(self.table.size)
+
+    def array_length(self, column: str) -> int | None:
+        """The length of the arrays of ``column``: that of its first non-null row (NOTE [ Array columns ]).
+
+        Looks at the first :data:`~dh_tf.columns.ARRAY_LENGTH_PROBE_ROWS` rows (under the update
+        graph's shared lock if the table ticks). Call it on a thread with an ExecutionContext.
+
+        Returns:
+            The length, or None when the table has no rows.
+
+        Raises:
+            ValueError: every row looked at holds a null array.
+        """
+        with contextlib.ExitStack() as stack:
+            if self.is_refreshing:
+                from deephaven.update_graph import shared_lock
+
+                stack.enter_context(shared_lock(self.table))
+            rows = self.table.j_table.getRowSet()
+            if rows.isEmpty():
+                return None
+            source = self.table.j_table.getColumnSource(column)
+            probe = min(int(rows.size()), ARRAY_LENGTH_PROBE_ROWS)
+            for position in range(probe):
+                value = source.get(rows.get(position))
+                if value is not None:
+                    return _length(value)
+        raise ValueError(
+            f"{self._where}: column {column!r} ({self.column_types[column]}) holds only null arrays in its first "
+            f"{probe} rows, so its array length is unknown; drop null rows with DQL: table.where('!isNull({column})')"
+        )
 
     @contextlib.contextmanager
     def open_epoch(self, columns: Sequence[str]) -> Iterator[EngineEpoch]:
@@ -63,7 +104,7 @@ class EngineSource:
         yield EngineEpoch(snapshot, self._kinds(columns), self._exec_ctx, self._fast)
 
     def _kinds(self, columns: Sequence[str]) -> dict[str, ColumnKind]:
-        return {name: COLUMN_KINDS[self.column_types[name]] for name in columns}
+        return {name: column_kind(self.column_types[name]) for name in columns}
 
 
 class EngineEpoch:
@@ -74,6 +115,8 @@ class EngineEpoch:
         self._kinds = dict(kinds)
         self._exec_ctx = exec_ctx
         self._fast = _engine_read.available() if fast is None else fast
+        if fast is None and any(kind.is_array for kind in kinds.values()):
+            self._fast = self._fast and _engine_read.arrays_available()
         self.num_rows = int(table.size)
 
     def open_reader(self) -> EngineSpanReader:
@@ -97,7 +140,7 @@ class EngineSpanReader:
             self._columns.read(spans, out)
         masks: dict[str, np.ndarray | None] = {}
         for name, kind in self._kinds.items():
-            nulls = out[name] == kind.null_value
+            nulls = out[name] == kind.null_value  # [rows, n] for arrays: a null array reads as n nulls
             masks[name] = nulls if nulls.any() else None
         return masks
 
@@ -118,13 +161,20 @@ class PublicColumnReader:
         self._kinds = dict(kinds)
 
     def read(self, spans: Sequence[Span], out: Mapping[str, np.ndarray]) -> None:
-        """Fills ``out[name][:n]`` with each column's values at the rows of ``spans``, in order."""
+        """Fills ``out[name][:n]`` with each column's values at the rows of ``spans``, in order.
+
+        Raises:
+            ArrayLengthError: a row of an array column has another length than ``out[name].shape[1]``.
+        """
         from deephaven.numpy import to_numpy
 
         offset = 0
         for start, stop in spans:
             piece = self._table.slice(start, stop)
             for name, kind in self._kinds.items():
+                if kind.is_array:
+                    _read_public_arrays(piece, name, kind, start, out[name][offset : offset + stop - start])
+                    continue
                 try:
                     if kind.deephaven_type == "java.lang.Boolean":
                         view = piece.view([f"{name} = isNull({name}) ? (byte)-128 : ({name} ? (byte)1 : (byte)0)"])
@@ -141,6 +191,44 @@ class PublicColumnReader:
         """Nothing to release; present for symmetry with the engine reader."""
 
 
+def _read_public_arrays(piece: Any, name: str, kind: ColumnKind, start: int, out: np.ndarray) -> None:
+    """Fills ``out`` ([rows, n]) with the arrays of column ``name`` of ``piece``, row by row (slow, public API)."""
+    from deephaven.numpy import to_numpy
+
+    try:
+        values = to_numpy(piece, [name])
+    except Exception as error:
+        note_read_error(error, name, start, start + len(out))
+        raise
+    for index in range(len(out)):
+        row = _public_row(values[index, 0], kind.dtype)
+        if row is None:
+            out[index] = kind.null_value
+        elif len(row) != out.shape[1]:
+            raise array_length_error(name, kind, start + index, len(row), out.shape[1])
+        else:
+            out[index] = row
+
+
+def _public_row(value: Any, dtype: np.dtype) -> np.ndarray | None:
+    """One array cell as ``to_numpy`` returns it (a Java array, a vector, or numbers) as numpy, or None."""
+    if value is None:
+        return None
+    if hasattr(value, "toArray"):  # a Deephaven vector
+        value = value.toArray()
+    if isinstance(value, np.ndarray) and value.dtype == object:
+        return value.astype(dtype)
+    try:
+        return np.frombuffer(value, dtype=dtype).copy()  # a Java primitive array (buffer protocol)
+    except TypeError:
+        return np.asarray(list(value), dtype=dtype)
+
+
+def _length(value: Any) -> int:
+    """The length of one array cell (a Java array or a Deephaven vector)."""
+    return int(value.size()) if hasattr(value, "size") and callable(value.size) else len(value)
+
+
 def _check_table(table: Any, where: str) -> None:
     try:
         from deephaven.table import Table
@@ -154,5 +242,9 @@ def _check_table(table: Any, where: str) -> None:
 
 
 def _type_name(data_type: Any) -> str:
-    jclass = getattr(data_type.j_type, "jclass", None)  # primitives have none; arrays read "[D" otherwise
-    return str(jclass.getTypeName()) if jclass is not None else data_type.j_name
+    """Deephaven's type name, with Java arrays as ``double[]`` (``j_name`` reads ``[D`` for them)."""
+    name = str(data_type.j_name)
+    if not name.startswith("["):
+        return name
+    jclass = getattr(data_type.j_type, "jclass", None)
+    return str(jclass.getTypeName()) if jclass is not None else name

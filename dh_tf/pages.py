@@ -3,7 +3,8 @@
 The page reader asks a source's span reader (NOTE [ Sources ] in source.py) for each needed column
 once, into a native-typed scratch array with a null mask, applies the null policy of each column,
 casts into one output array per :class:`~dh_tf.columns.Field`, and finally applies the page's row
-permutation and skip (:func:`deliver`). It never sees a table.
+permutation and skip (:func:`deliver`). It never sees a table. An array column's scratch array is
+``[rows, n]`` and its mask marks null elements (NOTE [ Array columns ] in columns.py).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from dh_tf.columns import COLUMN_KINDS, Layout
+from dh_tf.columns import Layout, column_kind
 from dh_tf.plan import PagePlan, Span, page_permutation, read_positions
 from dh_tf.source import SpanReader
 
@@ -32,8 +33,9 @@ class PageReader:
     def __init__(self, spans: SpanReader, layout: Layout, column_types: Mapping[str, str]) -> None:
         self._spans = spans
         self._layout = layout
-        self._dtypes = {name: COLUMN_KINDS[column_types[name]].dtype for name in layout.columns}
+        self._dtypes = {name: column_kind(column_types[name]).dtype for name in layout.columns}
         self._types = {name: column_types[name] for name in layout.columns}
+        self._lengths = layout.array_lengths
         self._scratch: dict[str, np.ndarray] = {}
 
     def read(self, plan: PagePlan) -> list[np.ndarray]:
@@ -58,7 +60,7 @@ class PageReader:
         for field in self._layout.fields:
             out = np.empty((rows, *field.shape), dtype=field.dtype)
             for index, (column, policy) in enumerate(zip(field.columns, field.nulls)):
-                target = out if field.squeeze else out[:, index]
+                target = out if field.squeeze else out[..., index]
                 with np.errstate(over="ignore", invalid="ignore"):  # null sentinels overflow; fixed below
                     target[...] = native[column]
                 if masks[column] is not None:
@@ -69,19 +71,29 @@ class PageReader:
     def _scratch_array(self, name: str, dtype: np.dtype, rows: int) -> np.ndarray:
         scratch = self._scratch.get(name)
         if scratch is None or len(scratch) < rows:
-            scratch = self._scratch[name] = np.empty(rows, dtype=dtype)
+            length = self._lengths.get(name)
+            scratch = self._scratch[name] = np.empty((rows,) if length is None else (rows, length), dtype=dtype)
         return scratch[:rows]
 
     def _apply_nulls(
         self, nulls: np.ndarray, column: str, policy: Any, target: np.ndarray, spans: Sequence[Span]
     ) -> None:
         if policy == "error":
-            first = int(read_positions(PagePlan(tuple(spans)))[np.argmax(nulls)])
+            rows = nulls if nulls.ndim == 1 else nulls.any(axis=1)
+            row = int(np.argmax(rows))
+            first = int(read_positions(PagePlan(tuple(spans)))[row])
+            what, drop = "a null", f"drop such rows with DQL: table.where('!isNull({column})')"
+            if nulls.ndim == 2:
+                count = int(nulls[row].sum())
+                if count == nulls.shape[1]:
+                    what = f"a null array (or {count} null elements)"
+                else:
+                    what = f"a null element (index {int(np.argmax(nulls[row]))} of {nulls.shape[1]})"
+                    drop = "fill or drop the nulls in the values the arrays are made of"
             raise NullValueError(
-                f"column {column!r} ({self._types[column]}) holds a null at row position {first} "
+                f"column {column!r} ({self._types[column]}) holds {what} at row position {first} "
                 f"and nulls='error'; pass nulls='nan' or a fill number (for all columns or as "
-                f"nulls={{{column!r}: ...}}), or drop such rows with DQL: "
-                f"table.where('!isNull({column})')"
+                f"nulls={{{column!r}: ...}}), or {drop}"
             )
         target[nulls] = np.nan if policy == "nan" else policy
 

@@ -35,7 +35,7 @@ def test_unknown_column_lists_the_table_columns(table):
 
 
 @pytest.mark.parametrize("column,type_name", [("Str", "java.lang.String"), ("When", "java.time.Instant"),
-                                              ("Arr", "double[]"), ("Ch", "char")])
+                                              ("Ch", "char")])
 def test_non_numeric_column_is_rejected_with_its_type(table, column, type_name):
     with pytest.raises(TypeError, match=rf"column\(s\) '{column}' \({__import__('re').escape(type_name)}\) must be "
                                          r"numeric or boolean; supported types: byte, short, int, long, float, double"):
@@ -95,8 +95,9 @@ def test_other_bad_options(table, kwargs, error, message):
 
 
 def test_nan_policy_needs_a_floating_output(table):
-    with pytest.raises(ValueError, match=r"nulls='nan' needs a floating output, but column 'NI' goes to a int32 array"):
-        dh_tf.TableLoader(table, "A", "NI", nulls="nan")
+    with pytest.raises(ValueError, match=r"nulls=\{'NI': 'nan'\} needs a floating output, but column 'NI' goes to a "
+                                         r"int32 array"):
+        dh_tf.TableLoader(table, "A", "NI", nulls={"NI": "nan"})
     with pytest.raises(ValueError, match=r"null fill value for column 'NI' must be an integer that fits int32 \(got 0.5\)"):
         dh_tf.TableLoader(table, "A", "NI", nulls=0.5)
 
@@ -159,3 +160,35 @@ def test_engine_error_reaches_consumer_with_type_and_context(table, read_path, p
     assert len(seen) == 4  # the pages before the failing one were delivered
     if sys.version_info >= (3, 11):
         assert "dh_tf: while reading column 'Bad', rows [40, 60)" in info.value.__notes__
+
+
+def test_global_nan_fills_float_outputs_and_keeps_error_for_integer_labels(table):
+    # NaN where a null appears in float features; the integer label keeps "error" and has no null here.
+    (x, y), = list(dh_tf.TableLoader(table, ["N", "NF"], "Id", nulls="nan", batch_size=100))
+    assert np.isnan(x[:, 0]).tolist() == [i % 10 == 3 for i in range(100)]
+    assert y.dtype == np.int64 and y.tolist() == list(range(100))
+    # An integer label that does hold a null raises, naming it, only when the null is read.
+    loader = dh_tf.TableLoader(table, ["N"], "NI", nulls="nan", batch_size=4, page_rows=8)
+    assert loader.layout.fields[1].nulls == ("error",)
+    with pytest.raises(dh_tf.NullValueError, match=r"column 'NI' \(int\) holds a null at row position 5 and nulls='error'"):
+        list(loader)
+
+
+@pytest.mark.parametrize("features", [{"a": {"b": "A"}}, {"a": {"b": "A", "c": "N"}}])
+def test_nested_dict_spec_is_rejected(table, features):
+    with pytest.raises(TypeError, match=r"TableLoader: features\['a'\] must be a column name or a list of names; "
+                                        "nested dicts are not supported"):
+        dh_tf.TableLoader(table, features, "Id")
+    with pytest.raises(TypeError, match=r"TableLoader: label\['a'\] must be a column name or a list of names"):
+        dh_tf.TableLoader(table, "A", features)
+
+
+@pytest.mark.parametrize("label_dtype,error,message", [
+    ("U4", TypeError, r"TableLoader: label_dtype must be a numeric numpy dtype \(int, uint or float kinds\), e.g. "
+                      r"'float32' or 'int64' \(got 'U4': <U4\)"),
+    ("nope", TypeError, r"TableLoader: label_dtype must be a numeric numpy dtype, e.g. 'float32' or 'int64' "
+                        r"\(got 'nope' of type str\)"),
+])
+def test_label_dtype_is_validated(table, label_dtype, error, message):
+    with pytest.raises(error, match=message):
+        dh_tf.TableLoader(table, "A", "Id", label_dtype=label_dtype)
