@@ -176,3 +176,41 @@ def test_two_workers_read_one_server_over_pydeephaven(server, published, tmp_pat
     ids = np.arange(NUM_ROWS, dtype=np.int64)
     check_reports(reports, ids[ids % 10 != 0])
     assert not any(bool(r["jvm"]) for r in reports)
+
+
+@pytest.fixture
+def demo_table(server, published, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The Docker demo's table ``dh_tf_demo`` (20,000 rows), made by the image's own start-up script
+    on this session's server; returns its name."""
+    monkeypatch.setenv("DH_TF_DEMO_DIR", str(tmp_path / "demo"))
+    monkeypatch.setenv("DH_TF_DEMO_ROWS", "20000")
+    monkeypatch.setenv("DH_TF_EXAMPLES_SRC", str(tmp_path / "no-examples"))  # copy no examples anywhere
+    scope: dict[str, Any] = {"__name__": "dh_tf_demo_app"}
+    exec(compile(APP_SCRIPT.read_text(), str(APP_SCRIPT), "exec"), scope)
+    assert scope["dh_tf_demo"].size == 20_000
+    published("dh_tf_demo", scope["dh_tf_demo"])
+    return "dh_tf_demo"
+
+
+@pytest.mark.slow
+def test_remote_trainer_trains_over_pydeephaven(server, demo_table: str, tmp_path: Path) -> None:
+    """examples/remote_trainer.py, as the compose ``trainer`` service runs it: host, port, key and
+    table from the environment, no JVM of its own; it prints the validation accuracy."""
+    env = {"DH_HOST": "localhost", "DH_PORT": str(server.test_port), "DH_PSK": TEST_PSK, "DH_TABLE": demo_table}
+    returncode, output = run_example(REMOTE_TRAINER, env, tmp_path, 300)
+    assert returncode == 0, f"remote_trainer failed (exit {returncode}):\n{output[-6000:]}"
+    lines = output.splitlines()
+    assert f"rows: train 18,000, validation 2,000 (table dh_tf_demo on localhost:{server.test_port})" in lines
+    success = [line for line in lines if line.startswith(SUCCESS)]
+    assert len(success) == 1 and "remote_trainer trained on 18,000 remote rows" in success[0], output[-3000:]
+    assert float(success[0].rsplit(" ", 1)[1]) >= 0.8
+
+
+@pytest.mark.slow
+def test_remote_trainer_refused_key_fails_clearly_without_echoing_it(server, demo_table: str, tmp_path: Path) -> None:
+    wrong_key = "not-the-key-5d1f"
+    env = {"DH_HOST": "localhost", "DH_PORT": str(server.test_port), "DH_PSK": wrong_key, "DH_TABLE": demo_table}
+    returncode, output = run_example(REMOTE_TRAINER, env, tmp_path, 120)
+    assert returncode == 1, output[-3000:]
+    assert f"remote_trainer: cannot open table 'dh_tf_demo' on localhost:{server.test_port}" in output
+    assert wrong_key not in output and TEST_PSK not in output
