@@ -10,19 +10,28 @@ Example:
 
 from __future__ import annotations
 
+from dh_tf.cache import CacheSpaceError
 from dh_tf.columns import Field, Layout
-from dh_tf.loader import TableLoader
+from dh_tf.loader import TableLoader, default_reader_threads
+from dh_tf.metrics import MetricsTable, plot_metrics
 from dh_tf.pages import NullValueError
+from dh_tf.resume import ResumableTraining, SyncEpochs
 from dh_tf.tf_data import dataset_from_loader, to_dataset
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CacheSpaceError",
     "Field",
     "Layout",
+    "MetricsTable",
     "NullValueError",
+    "ResumableTraining",
+    "SyncEpochs",
     "TableLoader",
     "__version__",
     "dataset_from_loader",
+    "default_reader_threads",
+    "plot_metrics",
     "to_dataset",
 ]

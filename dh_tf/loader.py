@@ -21,6 +21,8 @@ PAGE_MIB = 32
 MIN_SHUFFLE_BLOCK_ROWS = 65536
 """The smallest shuffle block; see NOTE [ Shuffling by blocks ] in plan.py."""
 MAX_DEFAULT_READER_THREADS = 8
+STATE_FORMAT = 1
+"""The version of :meth:`TableLoader.state_dict`'s format; a loader reads states of formats <= this."""
 
 
 def default_reader_threads() -> int:
@@ -181,6 +183,8 @@ class TableLoader:
         self.table = table
         self._epoch_lock = threading.Lock()
         self._next_epoch = 0
+        self._resume: tuple[int, int] | None = None  # (epoch, batches already delivered in it)
+        self._progress = (0, 0)  # the consumer's position: (epoch, batches received), see state_dict
 
     @property
     def page_rows(self) -> int:
@@ -197,19 +201,108 @@ class TableLoader:
         """The directory holding this loader's epoch cache files, or None without ``cache``."""
         return None if self._cache is None else self._cache.directory
 
+    @property
+    def resume_point(self) -> tuple[int, int] | None:
+        """``(epoch, batches)`` loaded by :meth:`load_state_dict` and not yet started, or None."""
+        return self._resume
+
     def __len__(self) -> int:
         """The number of batches in one epoch (of the table as it is now)."""
         return self.plan.num_batches(self.num_rows)
 
     def set_epoch(self, epoch: int) -> None:
-        """Makes the next iteration epoch ``epoch`` (for resuming a shuffled run)."""
+        """Makes the next iteration epoch ``epoch`` (keeps a resume point loaded for that epoch)."""
         with self._epoch_lock:
             self._next_epoch = _int_arg(epoch, "epoch", "TableLoader.set_epoch", minimum=0)
+            self._progress = (self._next_epoch, self._resume[1] if self._resume and self._resume[0] == epoch else 0)
 
-    def _take_epoch(self) -> int:
+    def _take_epoch(self) -> tuple[int, int]:
+        """The epoch the next iteration reads, and the batches of it to skip (NOTE [ Resuming an epoch ])."""
         with self._epoch_lock:
             epoch, self._next_epoch = self._next_epoch, self._next_epoch + 1
-            return epoch
+            skip_batches = 0
+            if self._resume is not None and self._resume[0] == epoch:
+                skip_batches = self._resume[1]
+                self._resume = None
+            return epoch, skip_batches
+
+    def state_dict(self, *, epoch: int | None = None, batches: int | None = None) -> dict[str, Any]:
+        """A small JSON-serializable state from which :meth:`load_state_dict` resumes exactly.
+
+        NOTE [ Resuming an epoch ]
+        The state names an epoch and how many of its batches the consumer has *received* (counted
+        where batches are handed over: by ``__iter__``, or by the caller, e.g. Keras's step count
+        in :class:`dh_tf.ResumableTraining`; never the pages read ahead by reader threads or
+        tf.data). A loader restored from it delivers exactly the rest of that epoch, in the order
+        the uninterrupted epoch had (the plan skips those rows: NOTE [ Skipped rows ] in plan.py),
+        then the next epochs as an uninterrupted run would. It also records what fixes the order
+        (seed, shuffle, sizes, shards, table rows), and loading checks them. For a refreshing
+        table, resumption reads the next epoch's snapshot: its rows may differ from the epoch that
+        was interrupted.
+
+        Args:
+            epoch, batches: the position to record; by default the consumer's position as
+                ``__iter__`` counts it (``(next epoch, 0)`` once an epoch ended), or as last set by
+                :meth:`set_epoch` / :meth:`load_state_dict`.
+
+        Example:
+            >>> json.dump(loader.state_dict(), open("state.json", "w"))
+            >>> TableLoader(table, ..., seed=7).load_state_dict(json.load(open("state.json")))
+        """
+        if epoch is None or batches is None:
+            with self._epoch_lock:
+                epoch, batches = self._progress
+        return {
+            "format": STATE_FORMAT,
+            "epoch": int(epoch),
+            "batches": int(batches),
+            "seed": self.seed,
+            "shuffle": self.shuffle,
+            "batch_size": self.batch_size,
+            "drop_remainder": self.drop_remainder,
+            "page_rows": self.plan.page_rows,
+            "shuffle_block_rows": self.plan.block_rows,
+            "num_shards": self.plan.num_shards,
+            "shard_index": self.plan.shard_index,
+            "num_rows": self.num_rows,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Makes the next iteration resume from ``state`` (see NOTE [ Resuming an epoch ]).
+
+        Raises:
+            TypeError: ``state`` is not a dict.
+            ValueError: the state is from a newer format, or was made for another table size,
+                batch size, seed, shuffle, page or block size, or shard; the message names each
+                mismatch with both values.
+        """
+        where = "TableLoader.load_state_dict"
+        if not isinstance(state, Mapping):
+            raise TypeError(f"{where}: state must be a dict from state_dict() (got {type(state).__name__})")
+        version = state.get("format")
+        if not isinstance(version, int) or version > STATE_FORMAT or version < 1:
+            raise ValueError(
+                f"{where}: state format {version!r} is not one this dh_tf reads (formats 1..{STATE_FORMAT}); "
+                "it was written by a newer dh_tf"
+            )
+        mine = self.state_dict(epoch=0, batches=0)
+        mismatches = [
+            f"{key}={state.get(key)!r} (this loader: {mine[key]!r})"
+            for key in mine
+            if key not in ("format", "epoch", "batches", "num_rows") and state.get(key) != mine[key]
+        ]
+        if not self.source.is_refreshing and state.get("num_rows") != mine["num_rows"]:
+            mismatches.append(f"num_rows={state.get('num_rows')!r} (this table: {mine['num_rows']!r})")
+        if mismatches:
+            raise ValueError(f"{where}: the state was made for another loader: {', '.join(mismatches)}")
+        epoch = _int_arg(state.get("epoch"), "state['epoch']", where, minimum=0)
+        batches = _int_arg(state.get("batches"), "state['batches']", where, minimum=0)
+        if batches > len(self):
+            raise ValueError(f"{where}: state['batches'] must be <= {len(self)} batches per epoch (got {batches})")
+        with self._epoch_lock:
+            self._next_epoch = epoch
+            self._resume = (epoch, batches) if batches else None
+            self._progress = (epoch, batches)
 
     def close(self) -> None:
         """Removes the epoch cache's files, if any. Safe to call twice; the loader reads the table after."""
@@ -225,27 +318,40 @@ class TableLoader:
 
     def __iter__(self) -> Iterator[Any]:
         """Yields the batches of the next epoch: ``x``, ``(x, y)`` or ``(x, y, w)`` numpy arrays."""
-        with contextlib.closing(self._groups()) as groups:
+        epoch, skip_batches = self._take_epoch()
+        delivered = skip_batches
+        with self._epoch_lock:
+            self._progress = (epoch, delivered)
+        with contextlib.closing(self._groups(epoch, skip_batches)) as groups:
             for group in groups:
                 for batch in batching.split_batches(group, self.batch_size):
+                    delivered += 1  # counted as it is handed over: the consumer has it
+                    with self._epoch_lock:
+                        if self._progress[0] == epoch:
+                            self._progress = (epoch, delivered)
                     yield self.layout.assemble(batch)
+        with self._epoch_lock:
+            if self._progress[0] == epoch:
+                self._progress = (epoch + 1, 0)
 
     def iter_groups(self) -> Iterator[Any]:
         """Yields the next epoch as *groups* of whole batches, assembled like batches.
 
         Each group but the last has a multiple of ``batch_size`` rows, so a consumer can cut it
-        into batches itself (``to_dataset`` does this in TensorFlow's C++).
+        into batches itself (``to_dataset`` does this in TensorFlow's C++). The consumer counts
+        delivered batches itself (NOTE [ Resuming an epoch ]).
         """
-        with contextlib.closing(self._groups()) as groups:
+        epoch, skip_batches = self._take_epoch()
+        with contextlib.closing(self._groups(epoch, skip_batches)) as groups:
             for group in groups:
                 yield self.layout.assemble(group)
 
-    def _groups(self) -> Iterator[list[np.ndarray]]:
-        epoch = self._take_epoch()
+    def _groups(self, epoch: int, skip_batches: int) -> Iterator[list[np.ndarray]]:
         cache = self._cache
         with self.source.open_epoch(self.layout.columns) as view:
+            skip_rows = min(skip_batches * self.batch_size, self.plan.shard_rows(view.num_rows))
             pages = read_in_order(
-                self.plan.pages(view.num_rows, epoch),
+                self.plan.pages(view.num_rows, epoch, skip_rows=skip_rows),
                 lambda: CachingPageReader(view, self.layout, self.source.column_types, cache),
                 reader_threads=self.reader_threads,
                 prefetch=self.prefetch,

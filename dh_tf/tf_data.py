@@ -130,7 +130,9 @@ def dataset_from_loader(loader: TableLoader) -> Any:
     dataset = tf.data.Dataset.from_generator(loader.iter_groups, output_signature=output_signature(loader.layout, tf))
     dataset = dataset.flat_map(batches_of)
     if not loader.source.is_refreshing:
-        dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(loader)))
+        # A loader resumed mid-epoch gives a dataset for the rest of that epoch: one pass, fewer batches.
+        resumed = loader.resume_point[1] if loader.resume_point is not None else 0
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(loader) - resumed))
     dataset = dataset.prefetch(tf.data.AUTOTUNE)
     if loader.plan.num_shards > 1:
         # tf.distribute's AUTO policy falls back to DATA sharding for generator datasets: every worker

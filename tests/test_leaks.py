@@ -74,9 +74,9 @@ def slope(samples: list[dict], key: str) -> float:
     return statistics.linear_regression([s["epoch"] for s in samples], [s[key] for s in samples]).slope
 
 
-# The {"reader_threads": 4, "cache": True} case is to be added when TableLoader has those options.
 @pytest.mark.slow
-@pytest.mark.parametrize("loader_options", [{}], ids=json.dumps)
+@pytest.mark.parametrize("loader_options", [{"reader_threads": 1}, {"reader_threads": 4, "cache": True}],
+                         ids=json.dumps)
 def test_100_epochs_leak_no_threads_rss_or_heap(loader_options):
     proc = run_python(CHILD, str(free_port()), json.dumps(loader_options), str(WARMUP_EPOCHS + MEASURED_EPOCHS),
                       str(SAMPLE_EVERY), str(PAGE_ROWS), timeout=300)

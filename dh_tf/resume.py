@@ -1,0 +1,180 @@
+"""Resume a killed Keras run mid-epoch, exactly: a callback that checkpoints the model and the loader.
+
+NOTE [ Resumable training ]
+Every ``save_every`` steps (and at each epoch end) the callback writes the model's weights (with
+the optimizer's state, Keras ``save_weights``) and the loader's state for the batches Keras has
+*trained on* (Keras's step count, not what tf.data read ahead) into one directory, atomically
+(write, then rename). Run the same script again and :meth:`ResumableTraining.fit` restores the
+weights and the loader: the interrupted epoch continues with exactly the batches that were not
+trained yet, in the uninterrupted order (NOTE [ Resuming an epoch ] in loader.py), as one ``fit``
+call over the rest of that epoch (Keras has no "initial step", and a dataset's cardinality is
+fixed, so the shorter epoch gets its own dataset), then a second ``fit`` from the next epoch on.
+Each Keras epoch ``e`` reads loader epoch ``e``. Steps trained after the last save are trained
+again after a restart, as with any checkpoint: save more often to lose less.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from dh_tf.loader import TableLoader
+from dh_tf.tf_data import dataset_from_loader
+
+STATE_FILE = "dh_tf_state.json"
+WEIGHTS_FILE = "model.weights.h5"
+
+
+def _callback_base() -> type:
+    import keras
+
+    return keras.callbacks.Callback
+
+
+class _KerasCallback:
+    """Makes a subclass a real ``keras.callbacks.Callback`` while importing keras only when one is made."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        if not issubclass(cls, _callback_base()):
+            cls = type(cls.__name__, (cls, _callback_base()), {"__module__": cls.__module__, "__doc__": cls.__doc__})
+        return object.__new__(cls)
+
+
+class SyncEpochs(_KerasCallback):
+    """A Keras callback that makes Keras epoch ``e`` read epoch ``e`` of a dh_tf dataset's loader.
+
+    Without it, each pass over the dataset is the loader's next epoch (NOTE [ Epochs of a dataset ]
+    in tf_data.py), so a pass made before ``fit`` (``ds.take(1)``, a strategy's symbolic build)
+    shifts the seeded order of every later epoch by one.
+
+    Example:
+        >>> model.fit(ds, epochs=3, callbacks=[dh_tf.SyncEpochs(ds)])
+
+    Raises:
+        TypeError: ``dataset`` was not made by ``dh_tf.to_dataset``.
+    """
+
+    def __init__(self, dataset: Any) -> None:
+        _callback_base().__init__(self)
+        loader = getattr(dataset, "dh_tf_loader", None)
+        if not isinstance(loader, TableLoader):
+            raise TypeError(f"SyncEpochs: dataset must come from dh_tf.to_dataset (got {type(dataset).__name__})")
+        self.loader = loader
+
+    def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+        self.loader.set_epoch(epoch)
+
+
+class ResumableTraining(_KerasCallback):
+    """A Keras callback that checkpoints every ``save_every`` steps; :meth:`fit` resumes mid-epoch.
+
+    Args:
+        directory: where the checkpoint lives (created if missing).
+        save_every: steps between checkpoints (an int >= 1); epoch ends are always saved.
+
+    Raises:
+        TypeError, ValueError: ``save_every`` is not an int >= 1, or ``directory`` is not a path.
+
+    Example:
+        >>> run = dh_tf.ResumableTraining("ckpt", save_every=50)
+        >>> ds = dh_tf.to_dataset(table, ["A", "B"], "Y", batch_size=256, shuffle=True, seed=7)
+        >>> run.fit(model, ds, epochs=5)  # killed? run the script again: it goes on where it stopped
+    """
+
+    def __init__(self, directory: str | os.PathLike, *, save_every: int = 100) -> None:
+        _callback_base().__init__(self)
+        if isinstance(save_every, bool) or not isinstance(save_every, int):
+            raise TypeError(
+                f"ResumableTraining: save_every must be an int >= 1 (got {save_every!r} of type "
+                f"{type(save_every).__name__})"
+            )
+        if save_every < 1:
+            raise ValueError(f"ResumableTraining: save_every must be an int >= 1 (got {save_every!r})")
+        if not isinstance(directory, (str, os.PathLike)):
+            raise TypeError(f"ResumableTraining: directory must be a path (got {type(directory).__name__})")
+        self.directory = Path(directory)
+        self.save_every = save_every
+        self.loader: TableLoader | None = None
+        self._epoch = 0
+        self._batches = 0
+        self._since_save = 0
+
+    @property
+    def saved_state(self) -> dict[str, Any] | None:
+        """The loader state of the last checkpoint, or None when there is none."""
+        path = self.directory / STATE_FILE
+        return json.loads(path.read_text())["loader"] if path.exists() else None
+
+    def fit(self, model: Any, dataset: Any, *, epochs: int, callbacks: list | None = None, **fit_options: Any) -> Any:
+        """``model.fit(dataset, epochs=epochs, ...)`` with this callback, resumed from the checkpoint if any.
+
+        A checkpoint taken mid-epoch resumes in two ``fit`` calls: the rest of that epoch (its own
+        dataset over the same loader, with the remaining batches as cardinality), then the later
+        epochs on ``dataset``. Returns the last call's ``History``.
+
+        Raises:
+            TypeError: ``dataset`` was not made by ``dh_tf.to_dataset``.
+            ValueError: the checkpoint was made for another table, seed or batch size
+                (``TableLoader.load_state_dict``).
+        """
+        loader = getattr(dataset, "dh_tf_loader", None)
+        if not isinstance(loader, TableLoader):
+            raise TypeError(
+                f"ResumableTraining.fit: dataset must come from dh_tf.to_dataset (got {type(dataset).__name__})"
+            )
+        self.loader = loader
+        callbacks = [self, *(callbacks or [])]
+        state = self.saved_state
+        if state is not None and state["batches"]:
+            loader.load_state_dict(state)
+            epoch = state["epoch"]
+            model.fit(dataset_from_loader(loader), epochs=epoch + 1, initial_epoch=epoch, callbacks=callbacks,
+                      **fit_options)
+        elif state is not None:
+            loader.load_state_dict(state)
+        return model.fit(dataset, epochs=epochs, callbacks=callbacks, **fit_options)
+
+    def on_train_begin(self, logs: Any = None) -> None:
+        if self.loader is None:
+            raise RuntimeError("ResumableTraining: train with run.fit(model, dataset, ...), not model.fit")
+        weights = self.directory / WEIGHTS_FILE
+        if weights.exists():
+            if self.model.optimizer is not None and not self.model.optimizer.built:
+                self.model.optimizer.build(self.model.trainable_variables)
+            self.model.load_weights(str(weights))
+        state = self.saved_state
+        if state is not None:
+            self._epoch, self._batches = state["epoch"], state["batches"]
+            self.model._initial_epoch = state["epoch"]  # as keras.callbacks.BackupAndRestore does
+
+    def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+        # Keras epoch e reads loader epoch e (a resume point loaded for e is kept).
+        self.loader.set_epoch(epoch)  # type: ignore[union-attr]
+        if epoch != self._epoch:
+            self._epoch, self._batches = epoch, 0
+
+    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+        self._batches += 1
+        self._since_save += 1
+        if self._since_save >= self.save_every:
+            self._save(self._epoch, self._batches)
+
+    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        self._save(epoch + 1, 0)
+        self._epoch, self._batches = epoch + 1, 0
+
+    def _save(self, epoch: int, batches: int) -> None:
+        self._since_save = 0
+        self.directory.mkdir(parents=True, exist_ok=True)
+        weights = self.directory / WEIGHTS_FILE
+        partial = self.directory / f"partial.{WEIGHTS_FILE}"
+        self.model.save_weights(str(partial))
+        state = {"loader": self.loader.state_dict(epoch=epoch, batches=batches)}  # type: ignore[union-attr]
+        state_partial = self.directory / f"{STATE_FILE}.partial"
+        state_partial.write_text(json.dumps(state))
+        # Weights first, then the state that points at them: a kill between the two renames leaves
+        # new weights with the previous state, which at worst retrains the steps since that save.
+        os.replace(partial, weights)
+        os.replace(state_partial, self.directory / STATE_FILE)

@@ -1,0 +1,166 @@
+"""Exact mid-epoch resumption (NOTE [ Resuming an epoch ] in loader.py, NOTE [ Resumable training ] in resume.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import dh_tf
+from conftest import REPO, free_port
+
+KW = dict(batch_size=100, page_rows=1000, shuffle=True, seed=4, prefetch=2, reader_threads=2)
+
+
+@pytest.fixture(scope="module")
+def table(make_table):
+    return make_table(10_007, "X = (double)Id")
+
+
+def ids(batches):
+    return [x for x, _ in batches]
+
+
+@pytest.mark.parametrize("stop_after", [1, 37, 100])
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_state_round_trips_through_json_and_resumes_the_uninterrupted_order(table, stop_after, shuffle):
+    kw = {**KW, "shuffle": shuffle}
+    reference = dh_tf.TableLoader(table, "Id", "X", **kw)
+    epochs = [ids(reference) for _ in range(2)]
+    loader = dh_tf.TableLoader(table, "Id", "X", **kw)
+    iterator = iter(loader)
+    before = [next(iterator)[0] for _ in range(stop_after)]
+    state = json.loads(json.dumps(loader.state_dict()))
+    del iterator  # pages read ahead by 2 reader threads + prefetch 2 are not counted as delivered
+    assert state["epoch"] == 0 and state["batches"] == stop_after
+    restored = dh_tf.TableLoader(table, "Id", "X", **kw)
+    restored.load_state_dict(state)
+    after = ids(restored)
+    assert len(before) + len(after) == len(epochs[0]) == 101
+    assert all(np.array_equal(a, b) for a, b in zip(before + after, epochs[0]))
+    assert restored.state_dict()["epoch"] == 1
+    assert all(np.array_equal(a, b) for a, b in zip(ids(restored), epochs[1]))
+
+
+def test_state_of_a_fresh_and_a_finished_epoch(table):
+    loader = dh_tf.TableLoader(table, "Id", **KW)
+    assert (loader.state_dict()["epoch"], loader.state_dict()["batches"]) == (0, 0)
+    list(loader)
+    assert (loader.state_dict()["epoch"], loader.state_dict()["batches"]) == (1, 0)
+    loader.set_epoch(5)
+    assert (loader.state_dict()["epoch"], loader.state_dict()["batches"]) == (5, 0)
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"seed": 5}, r"seed=4 \(this loader: 5\)"),
+    ({"batch_size": 50}, r"batch_size=100 \(this loader: 50\)"),
+    ({"shuffle": False}, r"shuffle=True \(this loader: False\)"),
+])
+def test_a_state_for_another_loader_is_refused_naming_the_mismatch(table, change, message):
+    state = dh_tf.TableLoader(table, "Id", **KW).state_dict()
+    with pytest.raises(ValueError, match=rf"load_state_dict: the state was made for another loader: {message}"):
+        dh_tf.TableLoader(table, "Id", **{**KW, **change}).load_state_dict(state)
+
+
+def test_a_state_for_another_table_size_or_format_is_refused(table):
+    state = dh_tf.TableLoader(table, "Id", **KW).state_dict()
+    with pytest.raises(ValueError, match=r"num_rows=10007 \(this table: 10006\)"):
+        dh_tf.TableLoader(table.head(10_006), "Id", **KW).load_state_dict(state)
+    with pytest.raises(ValueError, match=r"state format 2 is not one this dh_tf reads \(formats 1..1\)"):
+        dh_tf.TableLoader(table, "Id", **KW).load_state_dict({**state, "format": 2})
+    with pytest.raises(ValueError, match=r"state\['batches'\] must be <= 101 batches per epoch \(got 102\)"):
+        dh_tf.TableLoader(table, "Id", **KW).load_state_dict({**state, "batches": 102})
+    with pytest.raises(TypeError, match="state must be a dict from state_dict"):
+        dh_tf.TableLoader(table, "Id", **KW).load_state_dict("state")
+
+
+@pytest.mark.slow
+def test_a_killed_keras_run_resumes_mid_epoch_exactly(make_table, tmp_path, run_script):
+    from deephaven import parquet
+
+    path = str(tmp_path / "t.parquet")
+    parquet.write(make_table(1_000, "X = (double)(Id % 17)", "Y = X * 2"), path)
+    checkpoint, log = tmp_path / "ckpt", tmp_path / "ids.log"
+    killed = run_script(path, checkpoint, log, "1:7")
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    state = json.loads((checkpoint / "dh_tf_state.json").read_text())["loader"]
+    assert (state["epoch"], state["batches"]) == (1, 5)  # saved every 5 steps: steps 5, 6, 7 are retrained
+    resumed = run_script(path, checkpoint, log, "-")
+    assert resumed.returncode == 0 and "finished" in resumed.stdout, resumed.stderr[-3000:]
+
+    lines = log.read_text().splitlines()
+    runs = [i for i, line in enumerate(lines) if line.startswith("start")]
+    first = [np.array(line.split(), dtype=np.int64) for line in lines[runs[0] + 1 : runs[1]]]
+    second = [np.array(line.split(), dtype=np.int64) for line in lines[runs[1] + 1 :]]
+    steps = 16  # 1000 rows at batch 64
+    assert len(first) == steps + 8  # epoch 0, then epoch 1 up to the kill after step 7
+    # Epoch 1 = the 5 checkpointed steps before the kill + what the second run trained first.
+    epoch1 = first[steps : steps + 5] + second[: steps - 5]
+    assert np.array_equal(np.sort(np.concatenate(epoch1)), np.arange(1000))
+    expected = dh_tf.TableLoader(parquet.read(path), "Id", batch_size=64, shuffle=True, seed=11, page_rows=640)
+    uninterrupted = [list(expected) for _ in range(3)]
+    assert all(np.array_equal(a, b) for a, b in zip(first[:steps], uninterrupted[0]))
+    assert all(np.array_equal(a, b) for a, b in zip(epoch1, uninterrupted[1]))
+    assert len(second) == (steps - 5) + steps
+    assert all(np.array_equal(a, b) for a, b in zip(second[steps - 5 :], uninterrupted[2]))
+
+
+@pytest.fixture
+def run_script():
+    import subprocess
+    import sys
+
+    def run(path, checkpoint, log, kill_at):
+        return subprocess.run(
+            [sys.executable, str(REPO / "tests" / "resume_script.py"), str(free_port()), path, str(checkpoint),
+             str(log), kill_at],
+            cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        )
+
+    return run
+
+
+@pytest.mark.parametrize("value,error,message", [
+    (0, ValueError, r"save_every must be an int >= 1 \(got 0\)"),
+    (True, TypeError, r"save_every must be an int >= 1 \(got True of type bool\)"),
+    ("5", TypeError, r"save_every must be an int >= 1 \(got '5' of type str\)"),
+])
+def test_bad_save_every(tmp_path, value, error, message):
+    with pytest.raises(error, match=message):
+        dh_tf.ResumableTraining(tmp_path, save_every=value)
+
+
+def test_fit_needs_a_dh_tf_dataset_and_the_callback_needs_fit(tmp_path, table):
+    import keras
+    import tensorflow as tf
+
+    run = dh_tf.ResumableTraining(tmp_path)
+    assert isinstance(run, keras.callbacks.Callback)
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    with pytest.raises(TypeError, match="dataset must come from dh_tf.to_dataset"):
+        run.fit(model, tf.data.Dataset.range(3), epochs=1)
+    with pytest.raises(RuntimeError, match=r"train with run.fit\(model, dataset, ...\), not model.fit"):
+        model.fit(dh_tf.to_dataset(table, ["X"], "X", batch_size=1000), epochs=1, callbacks=[run], verbose=0)
+
+
+def test_sync_epochs_maps_keras_epochs_to_loader_epochs(table):
+    import keras
+
+    ds = dh_tf.to_dataset(table, ["X"], "Id", batch_size=1000, shuffle=True, seed=3)
+    next(iter(ds))  # a pass outside fit uses up loader epoch 0
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(ds.dh_tf_loader._next_epoch - 1)
+
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    model.fit(ds, epochs=2, callbacks=[dh_tf.SyncEpochs(ds), Record()], verbose=0)
+    assert seen == [0, 1]
+    with pytest.raises(TypeError, match="SyncEpochs: dataset must come from dh_tf.to_dataset"):
+        dh_tf.SyncEpochs([1, 2])
