@@ -85,6 +85,17 @@ EXAMPLES = [
         expected_results={"val_accuracy": (0.8, 1.0), "epochs": (2, 2)},
     ),
     Example(
+        "lstm_windows",
+        num_rows=20_000,
+        tables={
+            "windows": (19_984, ("Timestamp", "Ret", "WRet", "WAbs", "Up")),
+            "train": (15_985, ("Timestamp", "WRet", "WAbs", "Up")),
+            "test": (3_983, ("Timestamp", "WRet", "WAbs", "Up")),
+        },
+        check_script=_MODEL_CHECK + "assert model.input_shape == (None, 16, 2), model.input_shape\n" + _PUBLISH,
+        expected_results={"val_accuracy": (0.6, 1.0), "epochs": (4, 4)},
+    ),
+    Example(
         "embedded_server",
         num_rows=100_000,
         tables={"numbers": (100_000, ("Id", "A", "B", "C", "D"))},
