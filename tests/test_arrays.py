@@ -239,3 +239,20 @@ def test_epoch_cache_holds_array_rows(table):
     assert len(first) == len(second) == 43
     for (x1, y1), (x2, y2) in zip(first, second):
         assert x2.shape == x1.shape and np.array_equal(x1, x2) and np.array_equal(y1, y2)
+
+
+def test_ticking_table_with_array_columns_reads_a_snapshot(server):
+    import time
+
+    from deephaven import time_table
+
+    ticking = time_table("PT0.005S").update(["A = new long[]{ii, 2 * ii, 7}"])
+    deadline = time.monotonic() + 30
+    while ticking.size < 5:
+        assert time.monotonic() < deadline, "the time table did not tick"
+        time.sleep(0.05)
+    loader = dh_tf.TableLoader(ticking, "A", batch_size=4)  # the length is read under the shared lock
+    assert loader.layout.fields[0].shape == (3,)
+    x = np.concatenate(list(loader))
+    assert len(x) >= 5 and np.array_equal(x, np.stack([np.arange(len(x)), 2 * np.arange(len(x)), np.full(len(x), 7)],
+                                                      axis=1).astype(np.float32))
