@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from dh_tf.cache import CacheSpaceError
 from dh_tf.columns import Field, Layout
+from dh_tf.follow_mode import Follower, FollowError, follow, follow_dataset
 from dh_tf.loader import TableLoader, default_reader_threads
 from dh_tf.metrics import MetricsTable, plot_metrics
 from dh_tf.pages import NullValueError
+from dh_tf.predict_follow import LivePredictions, predict_follow
 from dh_tf.resume import ResumableTraining, SyncEpochs
 from dh_tf.tf_data import dataset_from_loader, to_dataset
 
@@ -23,7 +25,10 @@ __version__ = "0.1.0"
 __all__ = [
     "CacheSpaceError",
     "Field",
+    "FollowError",
+    "Follower",
     "Layout",
+    "LivePredictions",
     "MetricsTable",
     "NullValueError",
     "ResumableTraining",
@@ -32,6 +37,9 @@ __all__ = [
     "__version__",
     "dataset_from_loader",
     "default_reader_threads",
+    "follow",
+    "follow_dataset",
     "plot_metrics",
+    "predict_follow",
     "to_dataset",
 ]

@@ -1,7 +1,7 @@
 """Live scoring: a ticking table of a model's predictions for each new row of a live table.
 
 NOTE [ Live scoring ]
-:func:`predict_follow` follows the input table (NOTE [ Follow mode ] in follow.py: append-only,
+:func:`predict_follow` follows the input table (NOTE [ Follow mode ] in follow_mode.py: append-only,
 add-only or blink), scores each batch of new rows on one thread (``dh_tf-predict-follow``) and adds
 the predictions, next to the ``keep`` columns of those rows, to a blink table made by
 ``table_publisher``; the result is ``blink_to_append_only`` of it, so it keeps every prediction
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from dh_tf.columns import COLUMN_KINDS, ColumnSpec
-from dh_tf.follow import Follower, follow
+from dh_tf.follow_mode import Follower, follow
 
 THREAD_NAME = "dh_tf-predict-follow"
 _WHERE = "predict_follow"
@@ -44,7 +44,7 @@ def predict_follow(
     Args:
         model: a Keras model (``predict_on_batch``) or any callable mapping a batch ``x`` to an array
             ``[rows]`` or ``[rows, k]``.
-        table: a live append-only, add-only or blink table (see :func:`~dh_tf.follow.follow`).
+        table: a live append-only, add-only or blink table (see :func:`dh_tf.follow`).
         features: the feature spec, as ``follow``.
         keep: numeric input columns copied next to the predictions (e.g. an id), with their types.
         output: one column name (a ``[rows]`` or ``[rows, 1]`` output) or ``k`` names (``[rows, k]``).

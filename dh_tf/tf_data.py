@@ -39,6 +39,7 @@ def to_dataset(
     label: ColumnSpec | None = None,
     *,
     input_context: Any = None,
+    follow: bool = False,
     **options: Any,
 ) -> Any:
     """Streams a Deephaven table as a ``tf.data.Dataset`` of ``x``, ``(x, y)`` or ``(x, y, w)`` batches.
@@ -56,6 +57,9 @@ def to_dataset(
             passes): the dataset then reads shard ``input_pipeline_id`` of ``num_input_pipelines``
             (NOTE [ Shards ] in plan.py) and ``batch_size`` is the *global* batch size, divided by
             ``num_replicas_in_sync`` per replica. Not together with ``num_shards``/``shard_index``.
+        follow: True to follow a live (append-only or blink) table instead: an infinite dataset of
+            the rows it adds, in arrival order (``dh_tf.follow_dataset``; ``options`` as
+            :func:`dh_tf.follow`); use ``model.fit(ds, steps_per_epoch=N, epochs=M)``.
         options: as :class:`~dh_tf.loader.TableLoader`.
 
     Example:
@@ -70,6 +74,14 @@ def to_dataset(
             batch size does not divide by the replicas.
         ImportError: TensorFlow is not installed.
     """
+    if follow is not False:
+        if follow is not True:
+            raise TypeError(f"to_dataset: follow must be True or False (got {follow!r} of type {type(follow).__name__})")
+        if input_context is not None:
+            raise ValueError("to_dataset: follow=True reads a live table in arrival order; it takes no input_context")
+        from dh_tf.follow_mode import follow_dataset
+
+        return follow_dataset(table, features, label, **options)
     if input_context is not None:
         options = _shard_options(input_context, options)
     return dataset_from_loader(TableLoader(table, features, label, **options))

@@ -1,4 +1,4 @@
-"""Follow mode (NOTE [ Follow mode ] in dh_tf/follow.py): live append-only and blink tables, real engine.
+"""Follow mode (NOTE [ Follow mode ] in dh_tf/follow_mode.py): live append-only and blink tables, real engine.
 
 A publisher thread adds rows with consecutive ids (0..N-1) through ``table_publisher`` at a known
 rate; the tests assert which ids arrive, in which batches, and that every way out removes the
@@ -14,8 +14,8 @@ import time
 import numpy as np
 import pytest
 
-import dh_tf.follow as follow_mod
-from dh_tf.follow import FollowError, follow, follow_dataset
+import dh_tf.follow_mode as follow_mod
+from dh_tf.follow_mode import FollowError, follow, follow_dataset
 
 DEADLINE_S = 15
 
@@ -409,5 +409,25 @@ def test_follow_dataset_each_pass_is_a_new_follower(fast_update_graph):
         ids = np.concatenate(batches)
         np.testing.assert_array_equal(ids, np.arange(ids[0], ids[0] + 20))
     assert passes[1][0][0] >= passes[0][1][-1] + 1
+    gc.collect()
+    assert_clean(source.table)
+
+
+def test_to_dataset_follow_true_is_follow_dataset(fast_update_graph):
+    import tensorflow as tf
+
+    import dh_tf
+
+    source = Publisher(chunks=300, rows=10, interval_s=0.01)
+    ds = dh_tf.to_dataset(source.table, "X", "Id", follow=True, batch_size=10)
+    assert ds.cardinality().numpy() == tf.data.INFINITE_CARDINALITY
+    source.start()
+    try:
+        ids = np.concatenate([y.numpy() for _, y in ds.take(3)])
+    finally:
+        source.stop()
+    np.testing.assert_array_equal(ids, np.arange(ids[0], ids[0] + 30))
+    with pytest.raises(TypeError, match=r"follow must be True or False \(got 'yes' of type str\)"):
+        dh_tf.to_dataset(source.table, "X", follow="yes")
     gc.collect()
     assert_clean(source.table)
