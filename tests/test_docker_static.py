@@ -32,6 +32,7 @@ from conftest import REPO, free_port, run_python
 
 DOCKER = REPO / "docker"
 DOCKERFILE = DOCKER / "Dockerfile"
+TRAINER_DOCKERFILE = DOCKER / "trainer.Dockerfile"
 COMPOSE = DOCKER / "docker-compose.yml"
 ANONYMOUS = DOCKER / "docker-compose.anonymous.yml"
 ENV_EXAMPLE = DOCKER / ".env.example"
@@ -272,8 +273,10 @@ def test_compose_cli_config_agrees_when_installed(tmp_path):
     ):
         proc = config(*files, env=SAMPLE_ENV)
         assert proc.returncode == 0, proc.stderr
-        service = yaml.safe_load(proc.stdout)["services"]["deephaven"]
+        resolved = yaml.safe_load(proc.stdout)["services"]
+        service = resolved["deephaven"]
         assert [host_ip(p) for p in service["ports"]] == [LOOPBACK], service["ports"]
+        assert "ports" not in resolved["trainer"]
         opts = shlex.split(start_opts(service))
         assert auth in opts and "-Xmx4g" in opts
         assert (len(files) == 2) == any(ANONYMOUS_AUTH in opt for opt in opts)
@@ -291,7 +294,7 @@ def start_opts(service: dict[str, Any]) -> str:
 
 def test_main_compose_requires_the_psk_and_binds_loopback():
     raw = load_yaml(COMPOSE)
-    assert list(services(raw)) == ["deephaven"]
+    assert list(services(raw)) == ["deephaven", "trainer"]
     raw_opts = start_opts(services(raw)["deephaven"])
     assert "-Dauthentication.psk=${DH_PSK:?" in raw_opts  # required: compose stops when unset
     with pytest.raises(MissingVariable, match="DH_PSK"):
@@ -360,10 +363,10 @@ def test_env_example_documents_every_variable_the_compose_files_read():
 # References: everything the files name exists
 
 
-def dockerfile_instructions() -> list[tuple[str, str]]:
+def dockerfile_instructions(path: Path = DOCKERFILE) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
     instructions, pending = [], ""
-    for line in DOCKERFILE.read_text().splitlines():
+    for line in path.read_text().splitlines():
         stripped = line.strip()
         if not pending and (not stripped or stripped.startswith("#")):
             continue
@@ -379,10 +382,10 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
     return instructions
 
 
-def copy_sources() -> list[tuple[list[str], str]]:
+def copy_sources(path: Path = DOCKERFILE) -> list[tuple[list[str], str]]:
     """(sources, destination) of each COPY/ADD from the build context (not ``--from`` stages)."""
     copies = []
-    for keyword, args in dockerfile_instructions():
+    for keyword, args in dockerfile_instructions(path):
         if keyword not in ("COPY", "ADD"):
             continue
         words = json.loads(args) if args.startswith("[") else shlex.split(args)
@@ -424,11 +427,12 @@ def test_every_copy_source_exists_and_examples_are_not_empty():
     assert sorted(p.name for p in examples.glob("*.py")), "examples/ holds no example"
 
 
-def test_dockerignore_keeps_what_the_dockerfile_copies():
-    ignore = DOCKERFILE.with_name("Dockerfile.dockerignore")
+@pytest.mark.parametrize("dockerfile", [DOCKERFILE, TRAINER_DOCKERFILE], ids=lambda p: p.name)
+def test_dockerignore_keeps_what_the_dockerfile_copies(dockerfile):
+    ignore = dockerfile.with_name(f"{dockerfile.name}.dockerignore")  # BuildKit's per-Dockerfile ignore file
     patterns = [line.strip() for line in ignore.read_text().splitlines() if line.strip() and not line.startswith("#")]
     assert ".venv" in patterns and ".git" in patterns
-    for sources, _ in copy_sources():
+    for sources, _ in copy_sources(dockerfile):
         for source in sources:
             hits = [p for p in patterns if not p.startswith("!") and fnmatch.fnmatch(source.rstrip("/"), p)]
             assert not hits, f"Dockerfile.dockerignore drops {source} (pattern {hits})"
@@ -459,6 +463,94 @@ def test_versions_match_the_project_pins():
     runs = [args for keyword, args in instructions if keyword == "RUN"]
     assert any("pip install --no-cache-dir --no-deps /src" in run for run in runs)
     assert any('"${tf}==${TENSORFLOW_VERSION}"' in run and "tensorflow-cpu" in run for run in runs)
+
+
+# ---------------------------------------------------------------------------------------------
+# The trainer service: no JVM, no port, the server's key, started once the server is healthy
+
+
+def trainer_service(path: Path = COMPOSE, env: dict[str, str] = SAMPLE_ENV) -> dict[str, Any]:
+    return services(compose_config(path, env))["trainer"]
+
+
+def test_trainer_publishes_no_port_and_reaches_the_server_by_its_service_name():
+    config = compose_config(COMPOSE)
+    trainer = trainer_service()
+    assert not {"ports", "expose", "network_mode", "networks"} & set(trainer), trainer
+    env = environment(trainer)
+    assert env["DH_HOST"] == "deephaven" and env["DH_HOST"] in services(config)  # compose's default network
+    container_ports = [str(p).rsplit(":", 1)[-1] for p in services(config)["deephaven"]["ports"]]
+    assert env["DH_PORT"] in container_ports  # the server's port inside the network, not the published one
+    custom = environment(trainer_service(env={**SAMPLE_ENV, "DH_PORT": "10123"}))
+    assert custom["DH_PORT"] == "10000"
+    assert env["DH_TABLE"] == "dh_tf_demo"
+    assert re.search(r"^\s*dh_tf_demo = _demo_table\(", APP_SCRIPT.read_text(), re.M)  # made at server start
+    assert float(env["DH_CONNECT_TIMEOUT"]) > 0
+    assert trainer.get("restart") == "no"  # trains once and exits with its status
+
+
+def test_trainer_uses_the_servers_key_and_waits_for_a_healthy_server():
+    raw_env = environment(services(load_yaml(COMPOSE))["trainer"])
+    assert raw_env["DH_PSK"].startswith("${DH_PSK:?")  # the same required variable as the server's key
+    assert environment(trainer_service())["DH_PSK"] == SAMPLE_ENV["DH_PSK"]
+    assert trainer_service()["depends_on"] == {"deephaven": {"condition": "service_healthy"}}
+    health = services(compose_config(COMPOSE))["deephaven"]["healthcheck"]
+    # The probe the official server image ships and uses in its own HEALTHCHECK; the gRPC health
+    # status is SERVING only after application mode (which makes dh_tf_demo) has run.
+    assert health["test"][:2] == ["CMD", "/opt/grpc_health_probe/grpc_health_probe"]
+    assert "-addr=localhost:10000" in health["test"]
+    assert re.fullmatch(r"\d+s", health["start_period"]) and int(health["start_period"][:-1]) >= 60
+
+
+def test_anonymous_override_makes_the_trainer_anonymous_too():
+    override = trainer_service(ANONYMOUS)
+    assert set(override) == {"environment"}, override
+    effective = merged(trainer_service(), override)
+    assert environment(effective)["DH_PSK"] == ""  # remote_trainer.py: no key -> anonymous
+    assert "ports" not in effective
+
+
+def test_trainer_image_has_no_jvm_and_runs_the_remote_trainer_example():
+    build = trainer_service()["build"]
+    assert (DOCKER / build["context"]).resolve() == REPO
+    assert (REPO / build["dockerfile"]).resolve() == TRAINER_DOCKERFILE
+    instructions = dockerfile_instructions(TRAINER_DOCKERFILE)
+    assert instructions[:2] == [("ARG", "PYTHON_VERSION=3.12"), ("FROM", "python:${PYTHON_VERSION}-slim")]
+    assert [k for k, _ in instructions].count("FROM") == 1
+    runs = " ".join(args for keyword, args in instructions if keyword == "RUN").lower()
+    for word in ("java", "jdk", "jre", "deephaven-server", "deephaven-core", "apt-get"):
+        assert word not in runs, f"trainer.Dockerfile installs {word}: the trainer must need no JVM"
+    assert "pip install --no-cache-dir --no-deps /src" in runs
+    copies = copy_sources(TRAINER_DOCKERFILE)
+    assert (["examples/remote_trainer.py"], "/opt/dh_tf/remote_trainer.py") in copies
+    for sources, dest in copies:
+        for source in sources:
+            assert (REPO / source).exists(), f"trainer.Dockerfile: COPY {source} {dest}: {source} is missing"
+    commands = [json.loads(args) for keyword, args in instructions if keyword == "CMD"]
+    assert commands == [["python", "/opt/dh_tf/remote_trainer.py"]]
+    assert ("USER", "trainer") in instructions
+
+
+def test_trainer_versions_match_the_project_pins():
+    dev_requirements = (REPO / "requirements-dev.txt").read_text().splitlines()
+    tensorflow_version = pinned(dev_requirements, "tensorflow-cpu")
+    pydeephaven_version = pinned(dev_requirements, "pydeephaven")
+    assert f'remote = ["pydeephaven=={pydeephaven_version}"]' in (REPO / "pyproject.toml").read_text()
+    instructions = dockerfile_instructions(TRAINER_DOCKERFILE)
+    assert ("ARG", f"TENSORFLOW_VERSION={tensorflow_version}") in instructions
+    assert ("ARG", f"PYDEEPHAVEN_VERSION={pydeephaven_version}") in instructions
+    assert trainer_service()["build"]["args"] == {
+        "PYTHON_VERSION": "3.12",
+        "TENSORFLOW_VERSION": tensorflow_version,
+        "PYDEEPHAVEN_VERSION": pydeephaven_version,
+    }
+    runs = [args for keyword, args in instructions if keyword == "RUN"]
+    assert any(
+        '"${tf}==${TENSORFLOW_VERSION}"' in run
+        and "tensorflow-cpu" in run
+        and '"pydeephaven==${PYDEEPHAVEN_VERSION}"' in run
+        for run in runs
+    )
 
 
 def read_app_config(path: Path) -> dict[str, str]:

@@ -56,6 +56,31 @@ def load_example() -> ModuleType:
 example = load_example()
 
 
+# Installed as sitecustomize (through PYTHONPATH) into a process and every Python it starts: importing
+# the embedded engine's modules fails there, as in the trainer image, which has none of them.
+NO_ENGINE_SITECUSTOMIZE = """
+import sys
+
+
+class _NoEngine:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("deephaven", "deephaven_server", "jpy"):
+            raise ImportError(f"{name} is blocked: a remote trainer must not need the embedded engine")
+        return None
+
+
+sys.meta_path.insert(0, _NoEngine())
+"""
+
+
+def without_engine(tmp_path: Path) -> dict[str, str]:
+    """Environment variables that block ``deephaven``, ``deephaven_server`` and ``jpy`` imports."""
+    site = tmp_path / "no-engine-site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(NO_ENGINE_SITECUSTOMIZE)
+    return {"PYTHONPATH": os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH")) if p)}
+
+
 def run_example(script: Path, env: dict[str, str], cwd: Path, timeout_s: float) -> tuple[int, str]:
     """Runs ``python script`` in its own process group; kills the group whatever happens.
 
@@ -158,7 +183,8 @@ def published(server) -> Any:
 
 @pytest.mark.slow
 def test_two_workers_read_one_server_over_pydeephaven(server, published, tmp_path: Path) -> None:
-    """Variant B: both workers read one table of this session's server; no JVM in the workers."""
+    """Variant B: both workers read one table of this session's server; no JVM in the workers, which
+    cannot even import the embedded engine's modules."""
     from deephaven import parquet
 
     path = tmp_path / "shared.parquet"
@@ -171,6 +197,7 @@ def test_two_workers_read_one_server_over_pydeephaven(server, published, tmp_pat
             "DH_PORT": str(server.test_port),
             "DH_PSK": TEST_PSK,
             "DH_TABLE": "dh_tf_multi_worker",
+            **without_engine(tmp_path),
         },
     )
     ids = np.arange(NUM_ROWS, dtype=np.int64)
@@ -195,9 +222,10 @@ def demo_table(server, published, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 @pytest.mark.slow
 def test_remote_trainer_trains_over_pydeephaven(server, demo_table: str, tmp_path: Path) -> None:
     """examples/remote_trainer.py, as the compose ``trainer`` service runs it: host, port, key and
-    table from the environment, no JVM of its own; it prints the validation accuracy."""
+    table from the environment, without the embedded engine's modules (the trainer image has none); it
+    prints the validation accuracy."""
     env = {"DH_HOST": "localhost", "DH_PORT": str(server.test_port), "DH_PSK": TEST_PSK, "DH_TABLE": demo_table}
-    returncode, output = run_example(REMOTE_TRAINER, env, tmp_path, 300)
+    returncode, output = run_example(REMOTE_TRAINER, {**env, **without_engine(tmp_path)}, tmp_path, 300)
     assert returncode == 0, f"remote_trainer failed (exit {returncode}):\n{output[-6000:]}"
     lines = output.splitlines()
     assert f"rows: train 18,000, validation 2,000 (table dh_tf_demo on localhost:{server.test_port})" in lines
