@@ -8,7 +8,7 @@ from dh_tf.server import STREAMING_JVM_ARGS, _defaults_not_in
 def test_the_running_server_has_the_streaming_flags(server):
     import jpy
 
-    arguments = list(jpy.get_type("java.lang.management.ManagementFactory").getRuntimeMXBean().getInputArguments())
+    arguments = list(jpy.get_type("java.lang.management.ManagementFactory").getRuntimeMXBean().getInputArguments().toArray())
     assert "-XX:SoftRefLRUPolicyMSPerMB=0" in arguments and "-Xmx1g" in arguments
 
 
