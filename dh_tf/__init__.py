@@ -11,11 +11,12 @@ Example:
 from __future__ import annotations
 
 from dh_tf.cache import CacheSpaceError
-from dh_tf.columns import Field, Layout
+from dh_tf.columns import ArrayLengthError, Field, Layout
 from dh_tf.follow_mode import Follower, FollowError, follow, follow_dataset
 from dh_tf.loader import TableLoader, default_reader_threads
 from dh_tf.metrics import MetricsTable, plot_metrics
 from dh_tf.pages import NullValueError
+from dh_tf.predict import predict_table
 from dh_tf.predict_follow import LivePredictions, predict_follow
 from dh_tf.resume import ResumableTraining, SyncEpochs
 from dh_tf.tf_data import dataset_from_loader, to_dataset
@@ -23,6 +24,7 @@ from dh_tf.tf_data import dataset_from_loader, to_dataset
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArrayLengthError",
     "CacheSpaceError",
     "Field",
     "FollowError",
@@ -41,5 +43,6 @@ __all__ = [
     "follow_dataset",
     "plot_metrics",
     "predict_follow",
+    "predict_table",
     "to_dataset",
 ]

@@ -243,6 +243,13 @@ class Follower:
         self.delivered_batches = 0
         self.dropped_rows = 0
         self._column_types = dict(source.column_types)
+        arrays = [name for name in self.layout.columns if self._column_types[name] not in COLUMN_KINDS]
+        if arrays:
+            listed = ", ".join(f"{name!r} ({self._column_types[name]})" for name in arrays)
+            raise TypeError(
+                f"{where}: follow mode reads scalar columns only; array column(s) {listed} are read by "
+                "TableLoader / to_dataset (snapshot per epoch)"
+            )
         self._kinds = {name: COLUMN_KINDS[self._column_types[name]] for name in self.layout.columns}
         from deephaven.execution_context import get_exec_ctx
 

@@ -50,8 +50,10 @@ class TableLoader:
 
     Args:
         table: a ``deephaven.table.Table``, typically filtered / derived with DQL.
-        features: a column name (an array ``[batch]``), a list of names (``[batch, n]``), or a dict
-            of name -> name or list (a dict of arrays, for multi-input models).
+        features: a column name (an array ``[batch]``), a list of names (``[batch, k]``), or a dict
+            of name -> name or list (a dict of arrays, for multi-input models). A column of
+            fixed-length arrays (``double[]``, ``DoubleVector``, ...) adds a dimension: ``[batch, n]``,
+            a list of them ``[batch, n, k]`` (NOTE [ Array columns ] in columns.py).
         label: like ``features``, or None to yield ``x`` alone.
         batch_size: rows per batch.
         page_rows: rows per page read from the engine (>= batch_size); default: about 32 MiB of
@@ -363,7 +365,7 @@ class TableLoader:
 
 
 def _default_page_rows(layout: Layout) -> int:
-    row_bytes = sum(field.dtype.itemsize * max(1, len(field.columns)) for field in layout.fields)
+    row_bytes = sum(field.dtype.itemsize * int(np.prod(field.shape)) for field in layout.fields)
     rows = PAGE_MIB * 2**20 // row_bytes
     return int(min(max(rows // 65536 * 65536, 65536), 4 * 2**20))
 

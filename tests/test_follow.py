@@ -431,3 +431,14 @@ def test_to_dataset_follow_true_is_follow_dataset(fast_update_graph):
         dh_tf.to_dataset(source.table, "X", follow="yes")
     gc.collect()
     assert_clean(source.table)
+
+
+def test_array_columns_are_refused_in_follow_mode(fast_update_graph):
+    source = Publisher(chunks=1, rows=1)
+    source.publish(3)
+    table = source.table.update_view("A = new double[] {X, B}")
+    deadline = time.monotonic() + DEADLINE_S
+    while table.size < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    with pytest.raises(TypeError, match=r"follow mode reads scalar columns only; array column\(s\) 'A' \(double\[\]\)"):
+        follow(table, "A")
