@@ -7,9 +7,9 @@ import os
 
 import numpy as np
 import pytest
+from conftest import REPO, free_port
 
 import dh_tf
-from conftest import REPO, free_port
 
 KW = dict(batch_size=100, page_rows=1000, shuffle=True, seed=4, prefetch=2, reader_threads=2)
 
