@@ -156,7 +156,9 @@ class TableLoader:
             where=where,
         )
         if page_rows is None:
-            page_rows = max(self.batch_size, _default_page_rows(self.layout))
+            # A source may know better (a remote one pays round trips per page): NOTE [ Sources ].
+            source_default = getattr(self.source, "default_page_rows", None)
+            page_rows = max(self.batch_size, source_default or _default_page_rows(self.layout))
         else:
             page_rows = _int_arg(page_rows, "page_rows", where, minimum=1)
             if page_rows < self.batch_size:

@@ -7,7 +7,9 @@ An epoch view opens *span readers*, one per reading thread, that read spans of r
 some columns into native-typed numpy arrays and return a null mask per column. Everything above
 (``pages.PageReader``: null policy, casts, permutation; the plan; prefetch; batching) works on what
 any source returns and never sees a table. The sources: the embedded engine
-(``engine_source.py``: fast engine path, public fallback, ExecutionContext handling). The shape follows
+(``engine_source.py``: fast engine path, public fallback, ExecutionContext handling), a remote
+server over Arrow Flight (``remote_source.py``), and, for pages already read once, the epoch cache
+(``cache.py``, which serves whole pages). The shape follows
 Deephaven's own ``deephaven.experimental.table_data_service`` backend protocol and torch's
 dataset/fetcher split.
 
@@ -67,6 +69,9 @@ class TableSource(Protocol):
     def num_rows(self) -> int:
         """Rows in the table now (a refreshing table can change between calls)."""
         ...
+
+    # Optional: ``default_page_rows: int``, the page size a loader uses when its caller gives none
+    # (a remote source pays round trips per page, so it wants bigger pages than the engine).
 
     def open_epoch(self, columns: Sequence[str]) -> contextlib.AbstractContextManager[EpochView]:
         """A consistent view of ``columns`` for one epoch (a snapshot if refreshing), released on exit."""
