@@ -167,7 +167,7 @@ def _measure_remote(port: int, args: argparse.Namespace) -> dict[str, Any]:
 def _report(args: argparse.Namespace, embedded: dict[str, float], results: dict[str, Any]) -> None:
     best_embedded = max(embedded.values())
     print(f"{args.rows:,} rows x 16 float32 + int32 label, batch {BATCH_SIZE}, best of {args.repeats} epochs, "
-          f"M rows/s (ratio: remote / best embedded = {best_embedded / 1e6:.2f})")
+          f"M rows/s (best embedded: {best_embedded / 1e6:.2f})")
     print("| page_rows | reader_threads | embedded | remote | remote / best embedded |")
     print("|---|---|---|---|---|")
     for key, remote in results["loader"].items():
