@@ -18,6 +18,7 @@ from dh_tf.metrics import MetricsTable, plot_metrics
 from dh_tf.pages import NullValueError
 from dh_tf.predict import predict_table
 from dh_tf.predict_follow import LivePredictions, predict_follow
+from dh_tf.remote_source import RemoteReadError
 from dh_tf.resume import ResumableTraining, SyncEpochs
 from dh_tf.tf_data import dataset_from_loader, to_dataset
 
@@ -33,6 +34,7 @@ __all__ = [
     "LivePredictions",
     "MetricsTable",
     "NullValueError",
+    "RemoteReadError",
     "ResumableTraining",
     "SyncEpochs",
     "TableLoader",
