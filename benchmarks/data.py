@@ -4,11 +4,16 @@ Rows are generated in blocks of ``ROW_GROUP_ROWS``, each from its own seeded RNG
 is exactly the first N rows of any larger one (the batch-32 subset is a prefix of the big table).
 The label is learnable: ``Label = (x @ WEIGHTS + noise > 0)``, about half ones.
 
-Only numpy and pyarrow are imported here: the petastorm venv (numpy<2, pyarrow<15) imports it too.
+A second copy of the same rows, written by Deephaven itself (``deephaven.parquet.write``, its
+defaults), measures the engine on the file layout and encodings it writes (DESIGN.md section 4):
+``python -m benchmarks.data deephaven ROWS DATA_DIR HEAP`` writes it in a process with its own JVM.
+
+Only numpy and pyarrow are imported at module level: the petastorm venv (numpy<2, pyarrow<15) imports it too.
 """
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -29,6 +34,54 @@ ROW_BYTES = 4 * len(FEATURES) + 4
 def parquet_path(data_dir: Path, num_rows: int) -> Path:
     """Where the cached file of ``num_rows`` rows lives."""
     return Path(data_dir).expanduser() / f"bench_{num_rows}_rows.parquet"
+
+
+def deephaven_parquet_path(data_dir: Path, num_rows: int) -> Path:
+    """Where the Deephaven-written copy of the ``num_rows`` file lives."""
+    return Path(data_dir).expanduser() / f"bench_{num_rows}_rows_deephaven.parquet"
+
+
+def ensure_deephaven_parquet(data_dir: Path, num_rows: int, python: str = sys.executable, heap: str = "2g") -> Path:
+    """Returns the Deephaven-written copy of the ``num_rows`` file, writing it first if missing.
+
+    The copy is written by a child process (``python -m benchmarks.data deephaven ...``, its own
+    embedded server with ``-Xmx{heap}``) to a temporary name and renamed when complete.
+
+    Raises:
+        RuntimeError: the child failed (the message ends with its output).
+    """
+    path = deephaven_parquet_path(data_dir, num_rows)
+    if path.exists():
+        return path
+    ensure_parquet(data_dir, num_rows)
+    print(f"data: writing {path.name} with deephaven.parquet.write", file=sys.stderr, flush=True)
+    done = subprocess.run(
+        [python, "-m", "benchmarks.data", "deephaven", str(num_rows), str(data_dir), heap],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode or not path.exists():
+        raise RuntimeError(f"writing {path} failed: {(done.stderr or done.stdout)[-1500:]}")
+    return path
+
+
+def _write_deephaven_copy(data_dir: Path, num_rows: int, heap: str) -> None:
+    """Child side of :func:`ensure_deephaven_parquet` (needs the embedded server)."""
+    import socket
+
+    from dh_tf.server import start_server
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    start_server(heap=heap, port=port)
+    from deephaven import parquet
+
+    path = deephaven_parquet_path(data_dir, num_rows)
+    partial = path.with_name(path.stem + ".partial.parquet")
+    parquet.write(parquet.read(str(parquet_path(data_dir, num_rows))), str(partial))
+    partial.rename(path)
 
 
 def ensure_parquet(data_dir: Path, num_rows: int) -> Path:
@@ -79,3 +132,13 @@ def arrow_to_numpy(batch: pa.Table | pa.RecordBatch) -> tuple[np.ndarray, np.nda
 def load_numpy(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """The whole file in memory, read with ``pyarrow.parquet.read_table``: ``(x, y)`` as above."""
     return arrow_to_numpy(pq.read_table(path, columns=[*FEATURES, LABEL]))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 5 or sys.argv[1] != "deephaven":
+        sys.exit("usage: python -m benchmarks.data deephaven ROWS DATA_DIR HEAP")
+    _write_deephaven_copy(Path(sys.argv[3]), int(sys.argv[2]), sys.argv[4])
+    sys.stdout.flush()
+    import os
+
+    os._exit(0)  # skip interpreter teardown with a JVM in the process

@@ -11,6 +11,10 @@ Consumers:
         the consumer side: it measures the loader), then checks the total against the table.
     ``fit``: one Keras ``fit`` epoch of a small model (Dense 32 relu -> Dense 1 sigmoid) per pass.
     ``read``: the limits: one plain read of the data per pass, no TensorFlow.
+    ``epochs``: multi-epoch: each pass builds a *new* dataset (a new loader, so a new epoch cache)
+        and runs ``case.epochs`` ``ds.reduce`` epochs over it, timing each epoch.
+    ``fit_epochs``: multi-epoch Keras: each pass builds a new dataset and a new (seeded) model and
+        runs ``model.fit(ds, epochs=case.epochs)``, timing each epoch with a callback.
 
 Only numpy, pyarrow and the standard library are imported at module level: the parent imports this
 module, and the petastorm venv (numpy<2, pyarrow<15, no Deephaven) runs it as a child.
@@ -56,6 +60,8 @@ class Case:
     num_rows: int
     repeats: int
     heap: str
+    epochs: int = 1
+    """Epochs per pass of the multi-epoch consumers (``epochs``, ``fit_epochs``); 1 otherwise."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +69,8 @@ class Loader:
     """A loader under test.
 
     ``build(case, table, stack)`` returns what the consumer takes: a re-iterable ``tf.data.Dataset``
-    (kind ``dataset``), ``(x, y, shuffle)`` arrays for Keras (kind ``arrays``), or a zero-argument
+    (kind ``dataset``; kind ``epochs`` is a dataset for the multi-epoch consumers), ``(x, y, shuffle)``
+    arrays for Keras (kind ``arrays``; ``epochs_arrays`` for multi-epoch Keras), or a zero-argument
     function doing one pass and returning the rows it read (kind ``limit``). ``table`` is the
     Deephaven table of the Parquet file when ``deephaven``, else None; ``stack`` an ExitStack for
     clean-up at the end of the case.
@@ -79,6 +86,13 @@ class Loader:
     min_batch_size: int = 1
     packages: tuple[str, ...] = ()
     note: str = ""
+    jvm_args: tuple[str, ...] = ()
+    """Extra JVM flags for the embedded server (Deephaven loaders)."""
+    file: str = "pyarrow"
+    """Which copy of the data: ``pyarrow`` (as generated) or ``deephaven`` (rewritten by Deephaven)."""
+    where: str | None = None
+    """A DQL filter applied to the table before ``build`` (its time is ``where_s``, outside the passes)."""
+    tags: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,17 +121,32 @@ def _slices(x: Any, y: Any, batch_size: int) -> Iterator[Any]:
         yield x[start : start + batch_size], y[start : start + batch_size]
 
 
-def dh_tf_dataset(shuffle: bool, prefetch: int) -> Callable[..., Any]:
-    """dh_tf.to_dataset on the Parquet-backed table, seed 0, default page size."""
+def dh_tf_dataset(shuffle: bool, prefetch: int, **options: Any) -> Callable[..., Any]:
+    """dh_tf.to_dataset on the Parquet-backed table, seed 0, default page size, more ``options``.
+
+    The loader (``ds.dh_tf_loader``) is closed when ``stack`` closes: its epoch cache goes with it.
+    """
 
     def build(case: Case, table: Any, stack: contextlib.ExitStack) -> Any:
         import dh_tf
 
-        return dh_tf.to_dataset(
-            table, FEATURES, LABEL, batch_size=case.batch_size, shuffle=shuffle, seed=0, prefetch=prefetch
+        dataset = dh_tf.to_dataset(
+            table, FEATURES, LABEL, batch_size=case.batch_size, shuffle=shuffle, seed=0, prefetch=prefetch, **options
         )
+        stack.callback(dataset.dh_tf_loader.close)
+        return dataset
 
     return build
+
+
+def dh_tf_tf_cache(case: Case, table: Any, stack: contextlib.ExitStack) -> Any:
+    """dh_tf.to_dataset (no shuffle, prefetch 2) then ``Dataset.cache(filename)`` in a temporary directory."""
+    import tempfile
+
+    tf = _tf()
+    directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench_tfcache_"))
+    dataset = dh_tf_dataset(False, 2)(case, table, stack)
+    return dataset.cache(os.path.join(directory, "cache")).prefetch(tf.data.AUTOTUNE)
 
 
 def numpy_slices(case: Case, table: Any, stack: contextlib.ExitStack) -> Any:
@@ -226,12 +255,44 @@ def petastorm_reader(case: Case, table: Any, stack: contextlib.ExitStack) -> Any
     return rows.rebatch(case.batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def limit_engine_read(case: Case, table: Any, stack: contextlib.ExitStack) -> Callable[[], int]:
+def limit_engine_read(reader_threads: int | None = None) -> Callable[..., Callable[[], int]]:
     """dh_tf's page reader alone: ``TableLoader(prefetch=0).iter_groups()`` (batch 1: groups are pages)."""
-    import dh_tf
 
-    loader = dh_tf.TableLoader(table, FEATURES, LABEL, batch_size=1, prefetch=0)
-    return lambda: sum(len(y) for _, y in loader.iter_groups())
+    def build(case: Case, table: Any, stack: contextlib.ExitStack) -> Callable[[], int]:
+        import dh_tf
+
+        loader = dh_tf.TableLoader(table, FEATURES, LABEL, batch_size=1, prefetch=0, reader_threads=reader_threads)
+        return lambda: sum(len(y) for _, y in loader.iter_groups())
+
+    return build
+
+
+def petastorm_reader_cached(case: Case, table: Any, stack: contextlib.ExitStack) -> Any:
+    """Petastorm ``make_batch_reader`` with its local-disk cache (in a temporary directory), as above."""
+    import tempfile
+    import warnings
+
+    from petastorm import make_batch_reader
+    from petastorm.tf_utils import make_petastorm_dataset
+
+    tf = _tf()
+    warnings.filterwarnings("ignore")
+    directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench_petastorm_cache_"))
+    reader = stack.enter_context(
+        make_batch_reader(
+            Path(case.path).resolve().as_uri(),
+            schema_fields=[*FEATURES, LABEL],
+            num_epochs=1,
+            cache_type="local-disk",
+            cache_location=directory,
+            cache_size_limit=4 * case.num_rows * ROW_BYTES + 2**30,  # pickled Arrow tables, with room
+            cache_row_size_estimate=ROW_BYTES,
+        )
+    )
+    rows = make_petastorm_dataset(reader).map(
+        lambda row: (tf.stack([getattr(row, name) for name in FEATURES], axis=1), getattr(row, LABEL))
+    )
+    return rows.rebatch(case.batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 def limit_pyarrow_read_table(case: Case, table: Any, stack: contextlib.ExitStack) -> Callable[[], int]:
@@ -256,13 +317,81 @@ def _registry(*loaders: Loader) -> dict[str, Loader]:
 
 
 _DH = {"deephaven": True, "packages": ("deephaven-core",)}
+SOFTREF_FLAG = "-XX:SoftRefLRUPolicyMSPerMB=0"
+"""The JVM flag of DESIGN.md section 4: the GC drops softly-reachable decoded pages at once."""
+SHUFFLE_BLOCKS = {"64k": 65536, "256k": 262144, "1m": 1048576}
+FILTERS = {"1_3": "F0 < -0.43073", "1_100": "F0 < -2.32635"}
+"""DQL filters keeping ~1/3 and ~1/100 of the rows: F0 is standard normal (its 1/3 and 1/100 quantiles)."""
 LOADERS = _registry(
     Loader("dh_tf_p0", "dh_tf.to_dataset, shuffle off, prefetch 0", dh_tf_dataset(False, 0), fit=True, **_DH),
-    Loader("dh_tf_p2", "dh_tf.to_dataset, shuffle off, prefetch 2", dh_tf_dataset(False, 2), fit=True, **_DH),
+    Loader(
+        "dh_tf_p2",
+        "dh_tf.to_dataset, shuffle off, prefetch 2",
+        dh_tf_dataset(False, 2),
+        fit=True,
+        tags=("targets", "shuffle", "jvm", "filter"),
+        **_DH,
+    ),
     Loader("dh_tf_shuffle_p0", "dh_tf.to_dataset, shuffle on, prefetch 0", dh_tf_dataset(True, 0), fit=True, **_DH),
     Loader("dh_tf_shuffle_p2", "dh_tf.to_dataset, shuffle on, prefetch 2", dh_tf_dataset(True, 2), fit=True, **_DH),
-    Loader("numpy_slices", "in memory: from_tensor_slices((x, y)).batch(b)", numpy_slices),
-    Loader("numpy_range", "in memory: slices of tensors mapped over a range (tf.data ceiling)", numpy_range),
+    *[
+        Loader(
+            f"dh_tf_shuffle_b{label}",
+            f"dh_tf.to_dataset, shuffle on, shuffle_block_rows {block:,}, prefetch 2",
+            dh_tf_dataset(True, 2, shuffle_block_rows=block),
+            min_batch_size=1024,
+            tags=("shuffle", "targets"),
+            **_DH,
+        )
+        for label, block in SHUFFLE_BLOCKS.items()
+    ],
+    Loader(
+        "dh_tf_softref0",
+        f"dh_tf.to_dataset, prefetch 2, JVM {SOFTREF_FLAG}",
+        dh_tf_dataset(False, 2),
+        min_batch_size=1024,
+        jvm_args=(SOFTREF_FLAG,),
+        tags=("jvm",),
+        **_DH,
+    ),
+    Loader(
+        "dh_tf_dhfile",
+        "dh_tf.to_dataset, prefetch 2, on the Deephaven-written copy of the file",
+        dh_tf_dataset(False, 2),
+        min_batch_size=1024,
+        file="deephaven",
+        tags=("jvm",),
+        **_DH,
+    ),
+    Loader(
+        "dh_tf_dhfile_softref0",
+        f"dh_tf.to_dataset, prefetch 2, Deephaven-written file, JVM {SOFTREF_FLAG}",
+        dh_tf_dataset(False, 2),
+        min_batch_size=1024,
+        file="deephaven",
+        jvm_args=(SOFTREF_FLAG,),
+        tags=("jvm",),
+        **_DH,
+    ),
+    *[
+        Loader(
+            f"dh_tf_where_{label}",
+            f'dh_tf.to_dataset, prefetch 2, of t.where("{where}") (keeps ~{label.replace("_", "/")})',
+            dh_tf_dataset(False, 2),
+            min_batch_size=1024,
+            where=where,
+            tags=("filter",),
+            **_DH,
+        )
+        for label, where in FILTERS.items()
+    ],
+    Loader("numpy_slices", "in memory: from_tensor_slices((x, y)).batch(b)", numpy_slices, tags=("targets",)),
+    Loader(
+        "numpy_range",
+        "in memory: slices of tensors mapped over a range (tf.data ceiling)",
+        numpy_range,
+        tags=("targets",),
+    ),
     Loader(
         "blog_2022",
         "2022 Deephaven blog generator (to_numpy of 1M-row slices)",
@@ -293,41 +422,111 @@ LOADERS = _registry(
         venv="petastorm",
         packages=("petastorm",),
         note="own venv (pyarrow<15, numpy<2); reader threads in-process",
+        tags=("targets",),
     ),
     Loader("numpy_fit", "in memory: model.fit(x, y, batch_size=b, shuffle=False)", numpy_fit(False), kind="arrays"),
     Loader(
         "numpy_fit_shuffle", "in memory: model.fit(x, y, batch_size=b, shuffle=True)", numpy_fit(True), kind="arrays"
     ),
-    Loader("limit_engine_read", "limit: dh_tf page reader, no TF (prefetch 0)", limit_engine_read, kind="limit", **_DH),
+    Loader(
+        "limit_engine_read", "limit: dh_tf page reader, no TF (prefetch 0)", limit_engine_read(), kind="limit", **_DH
+    ),
     Loader("limit_pyarrow_read_table", "limit: pyarrow read_table decode", limit_pyarrow_read_table, kind="limit"),
     Loader("limit_memcpy", "limit: numpy memcpy of the same bytes", limit_memcpy, kind="limit"),
+    *[
+        Loader(
+            f"limit_engine_read_t{n}",
+            f"limit: dh_tf page reader, no TF (prefetch 0), reader_threads {n}",
+            limit_engine_read(n),
+            kind="limit",
+            tags=("threads", "targets"),
+            **_DH,
+        )
+        for n in (1, 2)
+    ],
+    # Multi-epoch cases (consumers ``epochs`` and, with fit=True, ``fit_epochs``): a new loader per pass.
+    *[
+        Loader(
+            f"ep_dh_tf{'_cache' if cache else ''}{f'_t{n}' if n else ''}",
+            f"dh_tf.to_dataset, prefetch 2, reader_threads {n or 'default'}{', cache=True' if cache else ''}",
+            dh_tf_dataset(False, 2, reader_threads=n or None, cache=cache),
+            kind="epochs",
+            fit=not n,
+            min_batch_size=1024,
+            tags=("epochs", "threads", "targets"),
+            **_DH,
+        )
+        for cache in (False, True)
+        for n in (1, 2, 0)
+    ],
+    Loader(
+        "ep_dh_tf_cache_shuffle",
+        "dh_tf.to_dataset, prefetch 2, shuffle on, cache=True",
+        dh_tf_dataset(True, 2, cache=True),
+        kind="epochs",
+        min_batch_size=1024,
+        tags=("epochs", "shuffle", "targets"),
+        **_DH,
+    ),
+    Loader(
+        "ep_dh_tf_tfcache",
+        "dh_tf.to_dataset, prefetch 2, then tf.data Dataset.cache(filename)",
+        dh_tf_tf_cache,
+        kind="epochs",
+        fit=True,
+        min_batch_size=1024,
+        tags=("epochs",),
+        **_DH,
+    ),
+    Loader(
+        "ep_petastorm_cache",
+        "Petastorm make_batch_reader(cache_type='local-disk') + make_petastorm_dataset + rebatch",
+        petastorm_reader_cached,
+        kind="epochs",
+        fit=True,
+        venv="petastorm",
+        min_batch_size=1024,
+        packages=("petastorm",),
+        note="own venv; its local-disk cache (diskcache) holds decoded row groups",
+        tags=("epochs", "targets"),
+    ),
+    Loader(
+        "ep_numpy_fit",
+        "in memory: model.fit(x, y, batch_size=b, epochs=N, shuffle=False)",
+        numpy_fit(False),
+        kind="epochs_arrays",
+        min_batch_size=1024,
+        tags=("epochs", "targets"),
+    ),
 )
+"""Every loader by name. New cases sit next to the old ones; ``tags`` name groups for ``--only @tag``."""
 
 
 # ---------------------------------------------------------------------------------------------
 # Consumers (child side): each returns a function doing one pass and returning facts about it.
 
 
-def reduce_pass(dataset: Any, case: Case) -> Callable[[], dict[str, Any]]:
-    """One graph-mode pass: ``ds.reduce`` adds up rows and batches; checks the row total."""
+def _reduce_epoch(dataset: Any, case: Case, expected_rows: int) -> int:
+    """One graph-mode ``ds.reduce`` over the dataset; checks the row total; returns the batches."""
     tf = _tf()
     zero = tf.constant(0, tf.int64)
 
     def step(state: Any, batch: Any) -> Any:
         return state[0] + tf.cast(tf.shape(batch[0])[0], tf.int64), state[1] + 1
 
-    def one_pass() -> dict[str, Any]:
-        rows, batches = (int(t) for t in dataset.reduce((zero, zero), step))
-        if rows != case.num_rows:
-            raise RuntimeError(f"{case.loader}: delivered {rows} rows, the table has {case.num_rows}")
-        return {"batches": batches}
-
-    return one_pass
+    rows, batches = (int(t) for t in dataset.reduce((zero, zero), step))
+    if rows != expected_rows:
+        raise RuntimeError(f"{case.loader}: delivered {rows} rows, the table has {expected_rows}")
+    return batches
 
 
-def fit_pass(built: Any, case: Case) -> Callable[[], dict[str, Any]]:
-    """One Keras epoch per pass, of one model built here (seeded) and kept across passes."""
-    keras = _tf().keras
+def reduce_pass(dataset: Any, case: Case, expected_rows: int) -> Callable[[], dict[str, Any]]:
+    """One graph-mode pass: ``ds.reduce`` adds up rows and batches; checks the row total."""
+    return lambda: {"batches": _reduce_epoch(dataset, case, expected_rows)}
+
+
+def _model(keras: Any) -> Any:
+    """The benchmark model (Dense 32 relu -> Dense 1 sigmoid, Adam), seeded."""
     keras.utils.set_random_seed(0)
     model = keras.Sequential(
         [
@@ -337,6 +536,12 @@ def fit_pass(built: Any, case: Case) -> Callable[[], dict[str, Any]]:
         ]
     )
     model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def fit_pass(built: Any, case: Case, expected_rows: int) -> Callable[[], dict[str, Any]]:
+    """One Keras epoch per pass, of one model built here (seeded) and kept across passes."""
+    model = _model(_tf().keras)
 
     def one_pass() -> dict[str, Any]:
         if isinstance(built, tuple):
@@ -349,19 +554,74 @@ def fit_pass(built: Any, case: Case) -> Callable[[], dict[str, Any]]:
     return one_pass
 
 
-def read_pass(one_read: Callable[[], int], case: Case) -> Callable[[], dict[str, Any]]:
+def read_pass(one_read: Callable[[], int], case: Case, expected_rows: int) -> Callable[[], dict[str, Any]]:
     """One plain read (a limit); checks the row count."""
 
     def one_pass() -> dict[str, Any]:
         rows = one_read()
-        if rows != case.num_rows:
-            raise RuntimeError(f"{case.loader}: read {rows} rows, the table has {case.num_rows}")
+        if rows != expected_rows:
+            raise RuntimeError(f"{case.loader}: read {rows} rows, the table has {expected_rows}")
         return {}
 
     return one_pass
 
 
 CONSUMERS = {"reduce": reduce_pass, "fit": fit_pass, "read": read_pass}
+
+Build = Callable[[contextlib.ExitStack], Any]
+"""Builds a new dataset (or arrays) whose resources close with the given stack."""
+
+
+def epochs_pass(build: Build, case: Case, expected_rows: int) -> Callable[[], dict[str, Any]]:
+    """A new dataset per pass, ``case.epochs`` timed ``ds.reduce`` epochs over it (epoch 1 fills caches)."""
+
+    def one_pass() -> dict[str, Any]:
+        seconds, batches = [], 0
+        with contextlib.ExitStack() as stack:
+            dataset = build(stack)
+            for epoch in range(case.epochs):
+                start = time.perf_counter()
+                batches = _reduce_epoch(dataset, case, expected_rows)
+                seconds.append(time.perf_counter() - start)
+                print(f"{case.loader}: epoch {epoch + 1}: {seconds[-1]:.3f} s", file=sys.stderr, flush=True)
+        return {"batches": batches, "epoch_seconds": [round(s, 4) for s in seconds]}
+
+    return one_pass
+
+
+def fit_epochs_pass(build: Build, case: Case, expected_rows: int) -> Callable[[], dict[str, Any]]:
+    """A new dataset and a new seeded model per pass; ``model.fit(..., epochs=case.epochs)``, each epoch timed."""
+    keras = _tf().keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        def on_train_begin(self, logs: Any = None) -> None:
+            self.seconds: list[float] = []
+
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            self.seconds.append(time.perf_counter() - self.start)
+            print(f"{case.loader}: fit epoch {epoch + 1}: {self.seconds[-1]:.3f} s", file=sys.stderr, flush=True)
+
+    def one_pass() -> dict[str, Any]:
+        model, timer = _model(keras), EpochTimer()
+        with contextlib.ExitStack() as stack:
+            built = build(stack)
+            if isinstance(built, tuple):
+                x, y, shuffle = built
+                history = model.fit(
+                    x, y, batch_size=case.batch_size, epochs=case.epochs, shuffle=shuffle, verbose=0, callbacks=[timer]
+                )
+            else:
+                history = model.fit(built, epochs=case.epochs, shuffle=False, verbose=0, callbacks=[timer])
+        last = {name: round(float(values[-1]), 4) for name, values in history.history.items()}
+        return {**last, "epoch_seconds": [round(s, 4) for s in timer.seconds]}
+
+    return one_pass
+
+
+MULTI_EPOCH_CONSUMERS = {"epochs": epochs_pass, "fit_epochs": fit_epochs_pass}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -387,11 +647,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def open_deephaven_table(case: Case) -> Any:
-    """Starts the embedded server with ``-Xmx{heap}`` on a free loopback port; reads the Parquet file."""
+def open_deephaven_table(case: Case, jvm_args: tuple[str, ...] = ()) -> Any:
+    """Starts the embedded server (``-Xmx{heap}``, ``jvm_args``) on a free loopback port; reads the Parquet file."""
     from dh_tf.server import start_server
 
-    start_server(heap=case.heap, port=_free_port())
+    start_server(heap=case.heap, port=_free_port(), jvm_args=jvm_args)
     from deephaven import parquet
 
     return parquet.read(case.path)
@@ -411,9 +671,21 @@ def measure(case: Case) -> dict[str, Any]:
     loader = LOADERS[case.loader]
     result: dict[str, Any] = {"versions": versions(loader.packages)}
     with contextlib.ExitStack() as stack:
-        table = open_deephaven_table(case) if loader.deephaven else None
+        table = open_deephaven_table(case, loader.jvm_args) if loader.deephaven else None
+        expected_rows = case.num_rows
+        if loader.where:
+            start = time.perf_counter()
+            table = table.where(loader.where)
+            expected_rows = int(table.size)
+            result.update(where=loader.where, where_s=round(time.perf_counter() - start, 3))
+        result["delivered_rows"] = expected_rows
         start = time.perf_counter()
-        one_pass = CONSUMERS[case.consumer](loader.build(case, table, stack), case)
+        if case.consumer in MULTI_EPOCH_CONSUMERS:
+            one_pass = MULTI_EPOCH_CONSUMERS[case.consumer](
+                lambda pass_stack: loader.build(case, table, pass_stack), case, expected_rows
+            )
+        else:
+            one_pass = CONSUMERS[case.consumer](loader.build(case, table, stack), case, expected_rows)
         result["setup_s"] = round(time.perf_counter() - start, 3)
         result["rss_before_passes_mib"] = round(current_rss_mib(), 1)
         if loader.deephaven:
@@ -428,11 +700,14 @@ def measure(case: Case) -> dict[str, Any]:
             print(f"{case.loader}: pass {index + 1}: {seconds[-1]:.3f} s", file=sys.stderr, flush=True)
         result.update(
             seconds=[round(s, 4) for s in seconds],
-            rows_per_s=case.num_rows / statistics.median(seconds),
-            first_pass_rows_per_s=case.num_rows / seconds[0],
+            rows_per_s=case.num_rows * case.epochs / statistics.median(seconds),
+            first_pass_rows_per_s=case.num_rows * case.epochs / seconds[0],
+            delivered_rows_per_s=expected_rows * case.epochs / statistics.median(seconds),
             last_pass=passes[-1],
             peak_rss_mib=round(peak_rss_mib(), 1),
         )
+        if case.consumer in MULTI_EPOCH_CONSUMERS:
+            result.update(epoch_rates(case.num_rows, [p.pop("epoch_seconds") for p in passes]))
         if loader.deephaven:
             from dh_tf.diagnostics import memory_report
 
@@ -441,6 +716,24 @@ def measure(case: Case) -> dict[str, Any]:
                 jvm_heap_peak_mib=round(report.heap_peak_mib, 1), jvm_heap_max_mib=round(report.heap_max_mib, 1)
             )
     return result
+
+
+def epoch_rates(num_rows: int, epoch_seconds: list[list[float]]) -> dict[str, Any]:
+    """Per-epoch figures of a multi-epoch case from its passes' epoch times (one list per pass).
+
+    ``epoch1_rows_per_s``: rows / median over passes of epoch 1 (the one that fills caches);
+    ``later_rows_per_s``: rows / median of every later epoch of every pass; ``per_epoch_rows_per_s``:
+    for each epoch index, rows / median over passes; ``fit_seconds``: median over passes of the sum of
+    the epoch times (without building the loader or loading arrays).
+    """
+    later = [s for seconds in epoch_seconds for s in seconds[1:]]
+    return {
+        "epoch_seconds": epoch_seconds,
+        "epoch1_rows_per_s": num_rows / statistics.median(seconds[0] for seconds in epoch_seconds),
+        "later_rows_per_s": num_rows / statistics.median(later) if later else None,
+        "per_epoch_rows_per_s": [num_rows / statistics.median(column) for column in zip(*epoch_seconds)],
+        "fit_seconds": statistics.median(sum(seconds) for seconds in epoch_seconds),
+    }
 
 
 def main(argv: list[str]) -> None:

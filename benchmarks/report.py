@@ -1,9 +1,12 @@
-"""The report: results.md (markdown tables), results.json (everything), rows_per_s.png (bar chart).
+"""The report: results.md (markdown tables), results.json (everything), rows_per_s.png (bar chart),
+epochs.png (per-epoch rows/s of the multi-epoch cases, and threads vs rows/s).
 
 Takes the payload :mod:`benchmarks.run` builds: ``command``, ``config``, ``machine``, ``loaders``
 (name -> description, note), ``results`` (one flat dict per case: the Case fields, ``status``, and
-when ok ``rows_per_s``, ``first_pass_rows_per_s``, ``seconds``, ``peak_rss_mib``, ...), and
-optionally ``memory`` (results of :mod:`benchmarks.memory`).
+when ok ``rows_per_s``, ``first_pass_rows_per_s``, ``seconds``, ``peak_rss_mib``, ...; multi-epoch
+cases also ``epoch_seconds``, ``epoch1_rows_per_s``, ``later_rows_per_s``, ``per_epoch_rows_per_s``),
+and optionally ``memory`` (results of :mod:`benchmarks.memory`). The targets of issue 7 are ratios of
+cases of the same run, computed in :func:`targets`.
 """
 
 from __future__ import annotations
@@ -37,9 +40,16 @@ def machine_info() -> dict[str, Any]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
+    try:
+        from dh_tf.loader import default_reader_threads
+
+        reader_threads: int | None = default_reader_threads()
+    except ImportError:  # the report is also written where dh_tf is not installed
+        reader_threads = None
     return {
         "cpu": models[0] if models else cpu,
         "cores": os.cpu_count(),
+        "default_reader_threads": reader_threads,
         "ram_gib": round(mem_kib / 2**20, 1),
         "os": platform.platform(),
         "python": platform.python_version(),
@@ -58,6 +68,11 @@ def summary(result: dict[str, Any]) -> str:
     if result.get("status") != "ok":
         return f"{result.get('status')}: {str(result.get('error'))[:300]}"
     heap = f", JVM heap peak {result['jvm_heap_peak_mib']:.0f} MiB" if "jvm_heap_peak_mib" in result else ""
+    if "epoch1_rows_per_s" in result:
+        return (
+            f"epoch 1 {rate(result['epoch1_rows_per_s'])} rows/s, epochs 2+ {rate(result.get('later_rows_per_s'))}, "
+            f"peak RSS {result['peak_rss_mib']:.0f} MiB{heap}"
+        )
     return (
         f"{rate(result['rows_per_s'])} rows/s (first pass {rate(result['first_pass_rows_per_s'])}), "
         f"peak RSS {result['peak_rss_mib']:.0f} MiB{heap}"
@@ -205,7 +220,7 @@ def _batches(result: dict[str, Any]) -> str:
     batches = result.get("last_pass", {}).get("batches")
     if batches is None:
         return "—"
-    return f"{batches} ({math.ceil(result['num_rows'] / result['batch_size'])})"
+    return f"{batches} ({math.ceil(result.get('delivered_rows', result['num_rows']) / result['batch_size'])})"
 
 
 def _all_cases_section(payload: dict[str, Any]) -> str:
@@ -253,10 +268,18 @@ def _all_cases_section(payload: dict[str, Any]) -> str:
     return section
 
 
+def _rss_minus_heap(result: dict[str, Any]) -> float | None:
+    """Peak RSS minus the JVM heap peak, in MiB: what the process holds besides the Java heap."""
+    if result.get("status") != "ok" or result.get("jvm_heap_peak_mib") is None:
+        return None
+    return float(result["peak_rss_mib"] - result["jvm_heap_peak_mib"])
+
+
 def memory_markdown(results: list[dict[str, Any]]) -> str:
-    """The memory-vs-table-size section."""
+    """The memory-vs-table-size section: one row per loader and size, and RSS minus heap per loader."""
     body = [
         [
+            f"`{r['loader']}`" + (f" ({r['epochs']} epochs)" if r.get("epochs", 1) > 1 else ""),
             f"{r['num_rows']:,}",
             f"{r['num_rows'] * ROW_BYTES / 1e9:.2f}",
             r.get("status"),
@@ -264,11 +287,13 @@ def memory_markdown(results: list[dict[str, Any]]) -> str:
             _mib(r, "peak_rss_mib"),
             _mib(r, "jvm_heap_peak_mib"),
             _mib(r, "jvm_heap_max_mib"),
+            "—" if _rss_minus_heap(r) is None else f"{_rss_minus_heap(r):.0f}",
             _cell(r),
         ]
         for r in results
     ]
     headers = [
+        "loader",
         "rows",
         "decoded GB",
         "status",
@@ -276,12 +301,27 @@ def memory_markdown(results: list[dict[str, Any]]) -> str:
         "peak RSS MiB",
         "JVM heap peak MiB",
         "JVM heap max MiB",
+        "peak RSS - JVM heap peak MiB",
         "rows/s",
     ]
-    loader = results[0]["loader"] if results else ""
+    growth = []
+    for loader in dict.fromkeys(r["loader"] for r in results):
+        runs = sorted((r for r in results if r["loader"] == loader), key=lambda r: r["num_rows"])
+        small, big = _rss_minus_heap(runs[0]), _rss_minus_heap(runs[-1])
+        if len(runs) > 1 and small and big is not None:
+            growth.append(
+                f"- `{loader}`: peak RSS - heap at {runs[-1]['num_rows']:,} rows is {big / small:.2f}x "
+                f"that at {runs[0]['num_rows']:,} rows ({big:.0f} vs {small:.0f} MiB)."
+            )
+    batch = results[0]["batch_size"] if results else ""
     return (
-        f"## Memory vs table size (`{loader}`, one epoch, batch {results[0]['batch_size'] if results else ''})\n\n"
-        "Each size in its own process; peak RSS covers Python and the embedded JVM.\n\n" + table(headers, body) + "\n"
+        f"## Memory vs table size (batch {batch})\n\n"
+        "Each loader and size in its own process; peak RSS covers Python and the embedded JVM. The JVM heap "
+        "grows with the table up to `-Xmx` (decoded pages kept through soft references), so peak RSS minus the "
+        "JVM heap peak is what the loader and Python hold.\n\n"
+        + table(headers, body)
+        + "\n"
+        + ("\n" + "\n".join(growth) + "\n" if growth else "")
     )
 
 
@@ -301,14 +341,379 @@ def results_markdown(payload: dict[str, Any]) -> str:
     parts = [
         "# dh_tf benchmarks\n",
         _machine_section(payload),
+        _targets_section(payload),
         _reduce_section(payload),
         _fit_section(payload),
+        _epochs_section(payload),
+        _threads_section(payload),
+        _shuffle_section(payload),
+        _jvm_section(payload),
+        _filter_section(payload),
         _limits_section(payload),
     ]
     if payload.get("memory"):
         parts.append(memory_markdown(payload["memory"]))
     parts += [_all_cases_section(payload), NOTES]
     return "\n".join(part for part in parts if part)
+
+
+# ---------------------------------------------------------------------------------------------
+# Multi-epoch, threads, shuffle, JVM flag, filters, and the targets (issue 7)
+
+
+def _ok(results: list[dict[str, Any]], loader: str, consumer: str, batch_size: int | None = None) -> dict | None:
+    """The ok result of ``loader`` x ``consumer`` at ``batch_size`` (default: its largest batch), or None."""
+    found = [
+        r
+        for r in results
+        if r["loader"] == loader
+        and r["consumer"] == consumer
+        and r.get("status") == "ok"
+        and (batch_size is None or r["batch_size"] == batch_size)
+    ]
+    return max(found, key=lambda r: r["batch_size"] or 0) if found else None
+
+
+def _value(result: dict[str, Any] | None, key: str) -> float | None:
+    return None if result is None else result.get(key)
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return "—" if a is None or not b else f"{a / b:.2f}x"
+
+
+def _epochs_section(payload: dict[str, Any]) -> str:
+    results = [r for r in payload["results"] if r["consumer"] in ("epochs", "fit_epochs")]
+    if not results:
+        return ""
+    body = []
+    for r in results:
+        name = f"`{r['loader']}`"
+        if r.get("status") != "ok":
+            body.append([name, r["consumer"], r["batch_size"], f"{r['num_rows']:,}", r.get("status"), "", "", "", ""])
+            continue
+        last = r.get("last_pass", {})
+        body.append(
+            [
+                name,
+                "Keras fit" if r["consumer"] == "fit_epochs" else "ds.reduce",
+                r["batch_size"],
+                f"{r['num_rows']:,}",
+                rate(r["epoch1_rows_per_s"]),
+                rate(r.get("later_rows_per_s")),
+                ", ".join(f"{v / 1e6:.2f}" for v in r["per_epoch_rows_per_s"]),
+                f"{r['peak_rss_mib']:.0f}",
+                f"{last['loss']} / {last['accuracy']}" if "loss" in last else "—",
+            ]
+        )
+    headers = [
+        "loader",
+        "consumer",
+        "batch",
+        "rows",
+        "epoch 1 rows/s",
+        f"epochs 2-{results[0].get('epochs', '')} rows/s (median)",
+        "per epoch, M rows/s",
+        "peak RSS MiB",
+        "loss / accuracy",
+    ]
+    described = "\n".join(
+        f"- `{name}`: {payload['loaders'][name]['description']}" for name in dict.fromkeys(r["loader"] for r in results)
+    )
+    return (
+        f"## Multi-epoch runs ({results[0].get('epochs', '')} epochs per pass)\n\n"
+        "Each pass builds a new dataset (a new loader: a new, empty cache) and runs every epoch over it; "
+        "epoch 1 reads the file (and fills the cache where there is one), later epochs read the cache. Epoch 1: "
+        f"median over {payload['config']['repeats']} pass(es); epochs 2+: median of every later epoch of every pass; "
+        "per epoch: the median over passes of each epoch. Keras fit: the benchmark model, a new seeded model per "
+        "pass, epoch times from a callback.\n\n" + table(headers, body) + "\n\n" + described + "\n"
+    )
+
+
+def _threads_section(payload: dict[str, Any]) -> str:
+    results = payload["results"]
+    lines = [
+        ("engine read limit (no TF)", "limit_engine_read_t{}", "read", "rows_per_s"),
+        ("dh_tf epoch 1, no cache", "ep_dh_tf_t{}", "epochs", "epoch1_rows_per_s"),
+        ("dh_tf epochs 2+, no cache", "ep_dh_tf_t{}", "epochs", "later_rows_per_s"),
+        ("dh_tf epoch 1 with cache (fills it)", "ep_dh_tf_cache_t{}", "epochs", "epoch1_rows_per_s"),
+        ("dh_tf epochs 2+ from the cache", "ep_dh_tf_cache_t{}", "epochs", "later_rows_per_s"),
+    ]
+    body = []
+    for label, pattern, consumer, key in lines:
+        one = _value(_ok(results, pattern.format(1), consumer), key)
+        two = _value(_ok(results, pattern.format(2), consumer), key)
+        default_name = pattern.replace("_t{}", "").format()
+        default = _value(_ok(results, default_name, consumer), key)
+        if one is None and two is None:
+            continue
+        body.append([label, rate(one), rate(two), rate(default), _ratio(two, one)])
+    if not body:
+        return ""
+    m = payload["machine"]
+    return (
+        "## Threads vs rows/s\n\n"
+        f"This machine has **{m['cores']} cores**, shared by the reader threads, the JVM's own threads and "
+        f"TensorFlow: more than 2 reader threads cannot help here (the default `reader_threads` here is "
+        f"{m.get('default_reader_threads', '?')}: one per core, at most 8). On a bigger machine the line goes on.\n\n"
+        + table(["", "1 thread", "2 threads", "default threads", "2 / 1"], body)
+        + "\n"
+    )
+
+
+def _shuffle_section(payload: dict[str, Any]) -> str:
+    results = payload["results"]
+    base = _value(_ok(results, "dh_tf_p2", "reduce"), "rows_per_s")
+    body = []
+    for r in results:
+        if r["consumer"] == "reduce" and (
+            r["loader"].startswith("dh_tf_shuffle_b") or r["loader"] == "dh_tf_shuffle_p2"
+        ):
+            if r.get("status") == "ok" and r["batch_size"] == _largest_batch(results, r["loader"]):
+                body.append(
+                    [
+                        "engine (every pass decodes)",
+                        f"`{r['loader']}`",
+                        rate(base),
+                        rate(r["rows_per_s"]),
+                        _ratio(r["rows_per_s"], base),
+                        _verdict(r["rows_per_s"], base, 0.9),
+                    ]
+                )
+    plain, shuffled = _ok(results, "ep_dh_tf_cache", "epochs"), _ok(results, "ep_dh_tf_cache_shuffle", "epochs")
+    for label, key in (
+        ("cache, epoch 1 (engine + cache write)", "epoch1_rows_per_s"),
+        ("cache, epochs 2+", "later_rows_per_s"),
+    ):
+        a, b = _value(shuffled, key), _value(plain, key)
+        if a is not None or b is not None:
+            body.append([label, "`ep_dh_tf_cache_shuffle`", rate(b), rate(a), _ratio(a, b), _verdict(a, b, 0.9)])
+    if not body:
+        return ""
+    return (
+        "## Shuffle vs no shuffle\n\n"
+        "Engine: shuffled `ds.reduce` passes at each `shuffle_block_rows` against `dh_tf_p2` (no shuffle), same "
+        "threads and prefetch; cache: `ep_dh_tf_cache_shuffle` against `ep_dh_tf_cache`. Target: >= 0.9x.\n\n"
+        + table(["read from", "case", "no shuffle rows/s", "shuffle rows/s", "ratio", ">= 0.9x"], body)
+        + "\n"
+    )
+
+
+def _largest_batch(results: list[dict[str, Any]], loader: str) -> int | None:
+    return max((r["batch_size"] or 0 for r in results if r["loader"] == loader), default=None)
+
+
+def _verdict(value: float | None, base: float | None, goal: float, higher: bool = True) -> str:
+    if value is None or not base:
+        return "not measured"
+    ratio = value / base
+    return "PASS" if (ratio >= goal if higher else ratio <= goal) else "MISS"
+
+
+def _jvm_section(payload: dict[str, Any]) -> str:
+    results = payload["results"]
+    pairs = [
+        ("pyarrow-written (dictionary, snappy)", "dh_tf_p2", "dh_tf_softref0"),
+        ("Deephaven-written (`deephaven.parquet.write` defaults)", "dh_tf_dhfile", "dh_tf_dhfile_softref0"),
+    ]
+    body = []
+    for label, without, with_flag in pairs:
+        a, b = _ok(results, without, "reduce"), _ok(results, with_flag, "reduce")
+        if a is None and b is None:
+            continue
+        body.append(
+            [
+                label,
+                f"`{without}` / `{with_flag}`",
+                _cell(a),
+                _cell(b),
+                _ratio(_value(b, "rows_per_s"), _value(a, "rows_per_s")),
+                _ratio(_value(b, "first_pass_rows_per_s"), _value(a, "first_pass_rows_per_s")),
+            ]
+        )
+    if not body:
+        return ""
+    files = _ratio(
+        _value(_ok(results, "dh_tf_dhfile", "reduce"), "rows_per_s"),
+        _value(_ok(results, "dh_tf_p2", "reduce"), "rows_per_s"),
+    )
+    return (
+        "## JVM flag `-XX:SoftRefLRUPolicyMSPerMB=0`\n\n"
+        f"dh_tf `ds.reduce` passes (default threads, prefetch 2) with `-Xmx{payload['config']['heap']}`, without and "
+        "with the flag, on the generated (pyarrow-written) file and on a copy written by Deephaven. Rows/s: median "
+        "(first pass).\n\n"
+        + table(
+            ["file", "cases", "without flag", "with flag", "with / without (median)", "with / without (first pass)"],
+            body,
+        )
+        + f"\n\nDeephaven-written file / pyarrow-written file, without the flag: {files}.\n"
+    )
+
+
+def _filter_section(payload: dict[str, Any]) -> str:
+    results = [r for r in payload["results"] if r["loader"].startswith("dh_tf_where_") and r["consumer"] == "reduce"]
+    if not results:
+        return ""
+    body = []
+    for r in results:
+        if r.get("status") != "ok":
+            body.append([f"`{r['loader']}`", "", "", r.get("status"), "", "", ""])
+            continue
+        body.append(
+            [
+                f"`{r['loader']}`",
+                f"`{r.get('where')}`",
+                f"{r['delivered_rows']:,} ({r['delivered_rows'] / r['num_rows']:.4f})",
+                f"{r.get('where_s', 0):.2f}",
+                rate(r["delivered_rows_per_s"]),
+                rate(r["rows_per_s"]),
+                _ratio(r["rows_per_s"], _value(_ok(payload["results"], "dh_tf_p2", "reduce"), "rows_per_s")),
+            ]
+        )
+    headers = [
+        "case",
+        "where",
+        "kept rows (fraction)",
+        "where s (once)",
+        "delivered rows/s",
+        "table rows/s",
+        "table rows/s vs unfiltered `dh_tf_p2`",
+    ]
+    return (
+        "## Selective filters\n\n"
+        "A DQL `where` on the Parquet-backed table (evaluated once, before the passes: `where s`), then dh_tf "
+        "`ds.reduce` passes over what it keeps. Delivered rows/s counts the kept rows; table rows/s counts the "
+        "rows of the unfiltered table per second of a pass.\n\n" + table(headers, body) + "\n"
+    )
+
+
+def targets(payload: dict[str, Any]) -> list[list[str]]:
+    """The issue's target ratios from this run: ``[target, a, b, ratio, goal, verdict]`` rows."""
+    results = payload["results"]
+    ok = _ok
+    rows: list[list[str]] = []
+
+    def add(
+        target: str,
+        a_label: str,
+        a: float | None,
+        b_label: str,
+        b: float | None,
+        goal: float,
+        higher: bool = True,
+        fmt: Any = rate,
+    ) -> None:
+        rows.append(
+            [
+                target,
+                f"{a_label}: {fmt(a)}",
+                f"{b_label}: {fmt(b)}",
+                _ratio(a, b),
+                f"{'>=' if higher else '<='} {goal}x",
+                _verdict(a, b, goal, higher),
+            ]
+        )
+
+    t1 = _value(ok(results, "ep_dh_tf_t1", "epochs"), "epoch1_rows_per_s")
+    t2 = _value(ok(results, "ep_dh_tf_t2", "epochs"), "epoch1_rows_per_s")
+    add("epoch 1, 2 reader threads vs 1", "`ep_dh_tf_t2` epoch 1", t2, "`ep_dh_tf_t1` epoch 1", t1, 1.8)
+    limit2 = _value(ok(results, "limit_engine_read_t2", "read"), "rows_per_s")
+    add("epoch 1 vs the raw engine read, 2 threads", "`ep_dh_tf_t2` epoch 1", t2, "`limit_engine_read_t2`", limit2, 0.9)
+    cached = _value(ok(results, "ep_dh_tf_cache", "epochs"), "later_rows_per_s")
+    peers = {
+        "`petastorm`": _value(ok(results, "petastorm", "reduce"), "rows_per_s"),
+        "`ep_petastorm_cache` epochs 2+": _value(ok(results, "ep_petastorm_cache", "epochs"), "later_rows_per_s"),
+    }
+    peers = {k: v for k, v in peers.items() if v is not None}
+    best = max(peers, key=peers.__getitem__) if peers else "Petastorm"
+    add("epochs 2+ with cache vs Petastorm (best)", "`ep_dh_tf_cache` epochs 2+", cached, best, peers.get(best), 2.0)
+    ceiling = _value(ok(results, "numpy_range", "reduce"), "rows_per_s")
+    add(
+        "epochs 2+ with cache vs in-memory tf.data ceiling",
+        "`ep_dh_tf_cache` epochs 2+",
+        cached,
+        "`numpy_range`",
+        ceiling,
+        0.6,
+    )
+    fit_dh = _value(ok(results, "ep_dh_tf_cache", "fit_epochs"), "fit_seconds")
+    fit_np = _value(ok(results, "ep_numpy_fit", "fit_epochs"), "fit_seconds")
+    add(
+        f"{payload['config'].get('epochs', 5)}-epoch Keras fit with cache vs in-memory numpy (time)",
+        "`ep_dh_tf_cache` fit s",
+        fit_dh,
+        "`ep_numpy_fit` fit s",
+        fit_np,
+        1.0,
+        higher=False,
+        fmt=lambda v: "—" if v is None else f"{v:.2f} s",
+    )
+    base = _value(ok(results, "dh_tf_p2", "reduce"), "rows_per_s")
+    for name in [
+        r["loader"] for r in results if r["loader"].startswith("dh_tf_shuffle_b") and r["consumer"] == "reduce"
+    ]:
+        add(
+            f"shuffle vs no shuffle, engine ({name.rsplit('_b', 1)[1]} blocks)",
+            f"`{name}`",
+            _value(ok(results, name, "reduce"), "rows_per_s"),
+            "`dh_tf_p2`",
+            base,
+            0.9,
+        )
+    add(
+        "shuffle vs no shuffle, epochs 2+ from the cache",
+        "`ep_dh_tf_cache_shuffle`",
+        _value(ok(results, "ep_dh_tf_cache_shuffle", "epochs"), "later_rows_per_s"),
+        "`ep_dh_tf_cache`",
+        cached,
+        0.9,
+    )
+    memory = [r for r in payload.get("memory") or [] if r["loader"] == "ep_dh_tf_cache" and r.get("status") == "ok"]
+    if memory:
+        small, big = min(memory, key=lambda r: r["num_rows"]), max(memory, key=lambda r: r["num_rows"])
+        add(
+            "peak RSS - JVM heap with cache, big vs small table",
+            f"{big['num_rows']:,} rows",
+            _rss_minus_heap(big),
+            f"{small['num_rows']:,} rows",
+            _rss_minus_heap(small),
+            1.1,
+            higher=False,
+            fmt=lambda v: "—" if v is None else f"{v:.0f} MiB",
+        )
+    else:
+        add("peak RSS - JVM heap with cache, big vs small table", "big", None, "small", None, 1.1, higher=False)
+    small_batch = min(
+        (r["batch_size"] for r in results if r["loader"] == "dh_tf_p2" and r["consumer"] == "reduce"), default=None
+    )
+    if small_batch is not None:
+        memory_best = [
+            _value(ok(results, n, "reduce", small_batch), "rows_per_s") for n in ("numpy_slices", "numpy_range")
+        ]
+        memory_best = [v for v in memory_best if v is not None]
+        add(
+            f"batch {small_batch} vs in-memory tf.data (best of slices/range)",
+            f"`dh_tf_p2` b{small_batch}",
+            _value(ok(results, "dh_tf_p2", "reduce", small_batch), "rows_per_s"),
+            "in-memory",
+            max(memory_best) if memory_best else None,
+            0.8,
+        )
+    return rows
+
+
+def _targets_section(payload: dict[str, Any]) -> str:
+    rows = targets(payload)
+    measured = [row for row in rows if row[-1] != "not measured"]
+    if not measured:
+        return ""
+    return (
+        "## Targets (issue 7), from this run\n\n"
+        "Ratios of cases of this one run (same machine, same moment); `not measured`: a case it needs was not "
+        "selected or failed (`--only @targets` runs them all).\n\n"
+        + table(["target", "measured", "against", "ratio", "goal", "verdict"], rows)
+        + "\n"
+    )
 
 
 def chart(payload: dict[str, Any], path: Path) -> None:
@@ -354,6 +759,62 @@ def chart(payload: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def epochs_chart(payload: dict[str, Any], path: Path) -> None:
+    """epochs.png: rows/s per epoch of every ok multi-epoch case (left), threads vs rows/s (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = payload["results"]
+    multi = [r for r in results if r["consumer"] in ("epochs", "fit_epochs") and r.get("status") == "ok"]
+    if not multi:
+        return
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.5), gridspec_kw={"width_ratios": [3, 2]})
+    for i, r in enumerate(multi):
+        values = r["per_epoch_rows_per_s"]
+        style = "--" if r["consumer"] == "fit_epochs" else "-"
+        label = r["loader"] + (" (fit)" if r["consumer"] == "fit_epochs" else "")
+        left.plot(
+            range(1, len(values) + 1),
+            values,
+            style,
+            marker="o",
+            color=f"C{i % 10}",
+            label=label,
+            linewidth=2.2 if "cache" in r["loader"] and r["loader"].startswith("ep_dh_tf") else 1.2,
+        )
+    left.set_yscale("log")
+    left.set_xlabel("epoch")
+    left.set_ylabel("rows/s (median over passes, log scale)")
+    left.set_xticks(range(1, max(len(r["per_epoch_rows_per_s"]) for r in multi) + 1))
+    left.grid(alpha=0.3, which="both")
+    left.legend(fontsize=7, ncol=2)
+    left.set_title("Rows/s per epoch (solid: ds.reduce, dashed: Keras fit)", fontsize=9)
+    lines = [
+        ("engine read limit", "limit_engine_read_t{}", "read", "rows_per_s"),
+        ("dh_tf epoch 1", "ep_dh_tf_t{}", "epochs", "epoch1_rows_per_s"),
+        ("dh_tf cached epochs 2+", "ep_dh_tf_cache_t{}", "epochs", "later_rows_per_s"),
+    ]
+    for i, (label, pattern, consumer, key) in enumerate(lines):
+        points = [(n, _value(_ok(results, pattern.format(n), consumer), key)) for n in (1, 2)]
+        points = [(n, v) for n, v in points if v is not None]
+        if points:
+            right.plot([n for n, _ in points], [v for _, v in points], marker="o", color=f"C{i}", label=label)
+    right.set_xticks([1, 2])
+    right.set_xlabel(f"reader threads (this machine: {payload['machine']['cores']} cores)")
+    right.set_ylabel("rows/s")
+    right.set_ylim(bottom=0)
+    right.grid(alpha=0.3)
+    right.legend(fontsize=8)
+    right.set_title("Threads vs rows/s", fontsize=9)
+    m = payload["machine"]
+    fig.suptitle(f"dh_tf over several epochs — {m['cpu']}, {m['cores']} cores", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _rows(results: list[dict[str, Any]], batch_size: int | None) -> int:
     return next(r["num_rows"] for r in results if r["batch_size"] == batch_size)
 
@@ -370,6 +831,7 @@ def write_results(out: Path, payload: dict[str, Any]) -> None:
     _write(out / "results.json", json.dumps(payload, indent=1))
     _write(out / "results.md", results_markdown(payload))
     chart(payload, out / "rows_per_s.png")
+    epochs_chart(payload, out / "epochs.png")
 
 
 def write_memory(out: Path, payload: dict[str, Any]) -> None:

@@ -5,10 +5,16 @@ peers' environments (``requirements.txt`` into this venv, petastorm's own venv),
 own child process, one at a time, and rewrites the report after each case (``--out``): results.md,
 results.json, rows_per_s.png. A case that fails is recorded with its error; the run goes on.
 
-Which cases: every ``dataset`` loader with the ``reduce`` consumer at every batch size (Ray Data only
-at batch sizes >= 1024); Keras ``fit`` for dh_tf and the in-memory numpy baselines at large batch
-sizes (small ones too with ``--fit-small``); the limits once, on the big file. Batch sizes below
-``SMALL_BATCH`` read the ``--small-rows`` file instead, for every loader (the same rows for all).
+Which cases: every ``dataset`` loader with the ``reduce`` consumer at every batch size (Ray Data and
+the single-feature variants only at batch sizes >= 1024); Keras ``fit`` for dh_tf and the in-memory
+numpy baselines at large batch sizes (small ones too with ``--fit-small``); the multi-epoch loaders
+(``ep_*``: ``--epochs`` epochs per pass with a new loader per pass, ``ds.reduce`` and, for some, Keras
+``fit``) at large batch sizes; the limits once, on the big file. Batch sizes below ``SMALL_BATCH``
+read the ``--small-rows`` file instead, for every loader (the same rows for all). Loaders with
+``file="deephaven"`` read a copy of the data written by ``deephaven.parquet.write`` (cached next to it).
+
+``--only`` takes loader names, globs, and ``@tag`` groups (``@epochs``, ``@threads``, ``@shuffle``,
+``@jvm``, ``@filter``, ``@targets``: every case the report's target ratios need); ``--list`` shows the plan.
 """
 
 from __future__ import annotations
@@ -22,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import memory, report
-from benchmarks.data import ensure_parquet, parquet_path
-from benchmarks.loaders import LOADERS, Case, Loader, Outcome, run_case
+from benchmarks.data import deephaven_parquet_path, ensure_deephaven_parquet, ensure_parquet, parquet_path
+from benchmarks.loaders import LOADERS, MULTI_EPOCH_CONSUMERS, Case, Loader, Outcome, run_case
 
 SMALL_BATCH = 1024
 """Batch sizes below this use the ``--small-rows`` file: per-batch Python costs make full passes too slow."""
@@ -41,22 +47,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--heap", default="1g", help="JVM -Xmx of the Deephaven loaders (default 1g)")
     p.add_argument("--repeats", type=int, default=3, help="timed passes per case; the median is reported")
     p.add_argument("--batch-sizes", type=_int_list, default=[4096, 32], help="comma-separated (default 4096,32)")
-    p.add_argument("--only", type=lambda s: s.split(","), default=None, help="loader names or globs, comma-separated")
+    p.add_argument(
+        "--only", type=lambda s: s.split(","), default=None, help="loader names, globs or @tags, comma-separated"
+    )
+    p.add_argument("--epochs", type=int, default=5, help="epochs per pass of the multi-epoch cases (default 5)")
     p.add_argument("--fit-small", action="store_true", help="also run Keras fit at batch sizes < 1024 (slow)")
     p.add_argument("--memory", action="store_true", help="also run benchmarks.memory (dh_tf memory vs table size)")
-    p.add_argument("--memory-rows", type=_int_list, default=None, help="table sizes for --memory (default 1M,--rows)")
+    p.add_argument("--memory-rows", type=_int_list, default=None, help="table sizes for --memory (default 2M,--rows)")
     p.add_argument("--data-dir", type=Path, default=Path("~/.cache/dh_tf_bench").expanduser())
     p.add_argument("--out", type=Path, default=HERE / "results", help="report folder (default benchmarks/results)")
     p.add_argument("--timeout", type=float, default=3600, help="seconds per case before it is killed")
     p.add_argument("--no-install", action="store_true", help="install nothing; peers that are missing are skipped")
     p.add_argument("--list", action="store_true", help="print the planned cases and exit")
     args = p.parse_args(argv)
-    if args.rows < 1 or args.small_rows < 1 or args.repeats < 1 or min(args.batch_sizes) < 1:
-        p.error("--rows, --small-rows, --repeats and --batch-sizes must be positive")
+    if args.rows < 1 or args.small_rows < 1 or args.repeats < 1 or args.epochs < 1 or min(args.batch_sizes) < 1:
+        p.error("--rows, --small-rows, --repeats, --epochs and --batch-sizes must be positive")
     if args.only:
-        unknown = [n for n in args.only if not any(fnmatch.fnmatchcase(name, n) for name in LOADERS)]
+        unknown = [n for n in args.only if not any(selected(loader, [n]) for loader in LOADERS.values())]
         if unknown:
-            p.error(f"--only: no loader matches {unknown}; loaders are {list(LOADERS)}")
+            tags = sorted({f"@{tag}" for loader in LOADERS.values() for tag in loader.tags})
+            p.error(f"--only: no loader matches {unknown}; loaders are {list(LOADERS)}; tags are {tags}")
     return args
 
 
@@ -65,17 +75,32 @@ def _int_list(text: str) -> list[int]:
 
 
 def selected(loader: Loader, only: list[str] | None) -> bool:
-    """Whether ``--only`` (names or globs) keeps this loader."""
-    return only is None or any(fnmatch.fnmatchcase(loader.name, pattern) for pattern in only)
+    """Whether ``--only`` (names, globs, or ``@tag``) keeps this loader."""
+    return only is None or any(
+        pattern[1:] in loader.tags if pattern.startswith("@") else fnmatch.fnmatchcase(loader.name, pattern)
+        for pattern in only
+    )
 
 
 def plan(args: argparse.Namespace) -> list[Case]:
-    """The cases to run, in order: per batch size the reduce cases then the fit cases; limits last."""
+    """The cases to run, in order: per batch size the reduce, fit, then multi-epoch cases; limits last."""
     cases = []
 
     def add(loader: Loader, consumer: str, batch_size: int | None, rows: int) -> None:
-        path = str(parquet_path(args.data_dir, rows))
-        cases.append(Case(loader.name, consumer, batch_size, path, rows, args.repeats, args.heap))
+        where = deephaven_parquet_path if loader.file == "deephaven" else parquet_path
+        epochs = args.epochs if consumer in MULTI_EPOCH_CONSUMERS else 1
+        cases.append(
+            Case(
+                loader.name,
+                consumer,
+                batch_size,
+                str(where(args.data_dir, rows)),
+                rows,
+                args.repeats,
+                args.heap,
+                epochs,
+            )
+        )
 
     loaders = [loader for loader in LOADERS.values() if selected(loader, args.only)]
     for batch_size in args.batch_sizes:
@@ -85,8 +110,15 @@ def plan(args: argparse.Namespace) -> list[Case]:
             if loader.kind == "dataset" and batch_size >= loader.min_batch_size:
                 add(loader, "reduce", batch_size, rows)
         for loader in loaders:
-            if (loader.fit or loader.kind == "arrays") and (args.fit_small or not small):
-                add(loader, "fit", batch_size, rows)
+            if loader.kind in ("dataset", "arrays") and (loader.fit or loader.kind == "arrays"):
+                if args.fit_small or not small:
+                    add(loader, "fit", batch_size, rows)
+        for loader in loaders:
+            if loader.kind in ("epochs", "epochs_arrays") and batch_size >= loader.min_batch_size:
+                if loader.kind == "epochs":
+                    add(loader, "epochs", batch_size, rows)
+                if loader.fit or loader.kind == "epochs_arrays":
+                    add(loader, "fit_epochs", batch_size, rows)
     for loader in loaders:
         if loader.kind == "limit":
             add(loader, "read", None, args.rows)
@@ -181,6 +213,11 @@ def main(argv: list[str] | None = None) -> None:
     for rows in sorted({case.num_rows for case in cases}):
         ensure_parquet(args.data_dir, rows)
     pythons, unavailable = interpreters(cases, args.no_install)
+    for rows in sorted({case.num_rows for case in cases if LOADERS[case.loader].file == "deephaven"}):
+        try:
+            ensure_deephaven_parquet(args.data_dir, rows)
+        except RuntimeError as e:
+            unavailable.update({c.loader: str(e) for c in cases if LOADERS[c.loader].file == "deephaven"})
     payload: dict[str, Any] = {
         "command": " ".join([Path(sys.executable).name, "-m", "benchmarks.run", *(argv or sys.argv[1:])]),
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
@@ -199,8 +236,10 @@ def main(argv: list[str] | None = None) -> None:
         payload["results"].append(outcome.as_dict())
         report.write_results(args.out, payload)
     if args.memory:
-        sizes = args.memory_rows or sorted({min(1_000_000, args.rows), args.rows})
-        payload["memory"] = memory.measure(sizes, args.heap, args.data_dir, args.out / "logs", args.timeout)
+        sizes = args.memory_rows or sorted({min(2_000_000, args.rows), args.rows})
+        payload["memory"] = memory.measure(
+            sizes, args.heap, args.data_dir, args.out / "logs", args.timeout, epochs=args.epochs
+        )
         report.write_results(args.out, payload)
     print(f"report: {args.out / 'results.md'}")
 
