@@ -13,7 +13,7 @@ The recipe, in each worker (see :func:`train`):
    ``ctx.input_pipeline_id`` of ``ctx.num_input_pipelines`` (disjoint, equal-sized, the same number
    of batches on every worker, as synchronous training needs) with the per-replica batch size.
    Every worker must pass the same ``seed``: all compute the same shuffled order and each takes its
-   own part. Up to ``num_workers - 1`` rows of an epoch are left out (a different few each epoch).
+   own part. Up to ``num_workers - 1`` rows of an epoch are left out (NOTE [ Shards ] in dh_tf/plan.py).
 3. A training step run with ``strategy.run``: gradients are summed across workers, so every worker
    ends with the same weights.
 
