@@ -82,7 +82,9 @@ def predict_table(
     scored as one snapshot of the needed columns (which must fit the heap).
 
     Args:
-        model: a Keras model (scored with ``model.predict(x, batch_size=batch_size, verbose=0)``)
+        model: a Keras model (scored like ``model.predict(x, batch_size=batch_size)``: its
+            ``predict_on_batch`` on each ``batch_size`` slice, NOTE [ Scoring a group with
+            predict_on_batch ])
             or any callable ``f(x)`` returning one array, a list/tuple or a dict of arrays, each of
             shape ``[n]`` or ``[n, k]``.
         table: a ``deephaven.table.Table``, static or refreshing.
@@ -285,7 +287,7 @@ class _Predictor:
 
             result = keras.tree.map_structure(keras.ops.convert_to_numpy, self._keras(x, training=False))
         else:
-            result = self._keras.predict(x, batch_size=batch_size, verbose=0)
+            result = _predict_in_batches(self._keras, x, batch_size)
         if isinstance(result, (list, tuple)) and len(result) > 1:  # Keras list outputs go by name
             result = dict(zip(self._keras.output_names, result))
         return result
@@ -305,6 +307,45 @@ class _Predictor:
         if isinstance(structure, (list, tuple)) and len(structure) > 1:
             structure = dict(zip(self._keras.output_names, structure))
         _match(targets, structure, static=True)
+
+
+def _predict_in_batches(model: Any, x: Any, batch_size: int) -> Any:
+    """``model.predict(x, batch_size=batch_size)`` without its per-call input pipeline.
+
+    NOTE [ Scoring a group with predict_on_batch ]
+    ``model.predict`` builds a data adapter and a tf.data pipeline per call: 0.3-1 s each, several
+    times the compute of a small model on a 500K-row group. ``predict_on_batch`` calls the same
+    compiled ``predict_function`` (so a custom ``predict_step``, distribution strategy and
+    ``jit_compile`` apply, and ``reduce_retracing`` traces the last partial batch once) on one
+    ``batch_size`` slice, directly. Measured on 2 loaded cores, one Dense layer on 16 float32
+    features, 4096-row batches: ``model.predict`` 1.0-1.3 M rows/s, ``predict_on_batch`` per slice
+    4.7 M, a ``tf.function`` of ``model(x, training=False)`` per slice 4.4-6.1 M (and it would skip
+    a custom ``predict_step``). Outputs go straight into one preallocated array per output.
+
+    Raises:
+        ValueError: a model output does not have one row per input row.
+    """
+    import keras
+
+    rows = _num_rows(x)
+    outputs: list[np.ndarray] = []
+    structure: Any = None
+    for start in range(0, rows, batch_size):
+        stop = min(start + batch_size, rows)
+        batch = {k: v[start:stop] for k, v in x.items()} if isinstance(x, Mapping) else x[start:stop]
+        result = model.predict_on_batch(batch)
+        leaves = keras.tree.flatten(result)
+        if structure is None:
+            structure = result
+            outputs = [np.empty((rows, *np.shape(leaf)[1:]), np.asarray(leaf).dtype) for leaf in leaves]
+        for out, leaf in zip(outputs, leaves):
+            if np.shape(leaf)[:1] != (stop - start,):
+                raise ValueError(
+                    f"{_WHERE}: the model's output must have one row per input row (got shape "
+                    f"{np.shape(leaf)} for {stop - start} input rows)"
+                )
+            out[start:stop] = leaf
+    return keras.tree.pack_sequence_as(structure, outputs)
 
 
 def _make_predictor(model: Any) -> _Predictor:
