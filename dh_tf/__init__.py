@@ -14,7 +14,7 @@ from dh_tf.cache import CacheSpaceError
 from dh_tf.columns import ArrayLengthError, Field, Layout
 from dh_tf.follow_mode import Follower, FollowError, follow, follow_dataset
 from dh_tf.loader import TableLoader, default_reader_threads
-from dh_tf.metrics import MetricsTable, plot_metrics
+from dh_tf.metrics import MetricsTable, fit_in_background, plot_metrics
 from dh_tf.pages import NullValueError
 from dh_tf.predict import predict_table
 from dh_tf.predict_follow import LivePredictions, predict_follow
@@ -41,6 +41,7 @@ __all__ = [
     "__version__",
     "dataset_from_loader",
     "default_reader_threads",
+    "fit_in_background",
     "follow",
     "follow_dataset",
     "plot_metrics",

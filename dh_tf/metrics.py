@@ -48,11 +48,18 @@ is complete when ``fit`` returns. In ``every="epoch"`` mode the callback tells K
 off the training thread. The batch and ``N`` modes read the logs on the training thread after each
 step, as every per-batch Keras logger does (``TensorBoard(update_freq="batch")``); between logged
 steps an ``N`` callback does nothing but count.
+
+NOTE [ Console lock ]
+A Deephaven IDE console command runs holding the update graph's exclusive lock, so no table ticks
+until the command ends: a ``model.fit`` called in the console fills the table only afterwards. To
+watch training live from the IDE, run ``fit`` on another thread: :func:`fit_in_background` does, and
+returns at once (the command ends, the table ticks while the model trains).
 """
 
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import numbers
 import threading
 import time
@@ -295,6 +302,10 @@ class MetricsTable:
             return True
         self._force_publish = True
         self._update_graph.requestRefresh()
+        if self._update_graph.exclusiveLock().isHeldByCurrentThread() or (
+            self._update_graph.sharedLock().isHeldByCurrentThread()
+        ):
+            return False  # e.g. a console command: the table ticks when the command ends (NOTE [ Console lock ])
         deadline = time.monotonic() + timeout_s
         while self._table.size < self._num_queued and self._failure is None and time.monotonic() < deadline:
             time.sleep(0.005)
@@ -489,3 +500,32 @@ def plot_metrics(metrics: MetricsTable | Any) -> Any:
             figure = figure.plot_xy(series_name=name, t=source, x="Step", y=name)
         figure = figure.x_axis(label="Step")
     return figure
+
+
+FIT_THREAD_NAME = "dh_tf-fit"
+
+
+def fit_in_background(model: Any, *args: Any, **fit_options: Any) -> concurrent.futures.Future:
+    """Runs ``model.fit(*args, **fit_options)`` on a new daemon thread; returns a Future of its History.
+
+    For the IDE console, whose commands hold the update graph's lock (NOTE [ Console lock ]): the
+    command returns at once and a :class:`MetricsTable` in ``callbacks`` ticks while the model
+    trains. ``future.result()`` waits for the History (and re-raises what ``fit`` raised). dh_tf
+    datasets carry the ExecutionContext they were built in, so they read on any thread.
+
+    Example:
+        >>> metrics = dh_tf.MetricsTable(every=10, metrics=["loss", "accuracy"])
+        >>> training = dh_tf.fit_in_background(model, ds, epochs=5, callbacks=[metrics])
+    """
+    future: concurrent.futures.Future = concurrent.futures.Future()
+
+    def run() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(model.fit(*args, **fit_options))
+        except BaseException as error:
+            future.set_exception(error)
+
+    threading.Thread(target=run, name=FIT_THREAD_NAME, daemon=True).start()
+    return future

@@ -1,8 +1,9 @@
-"""The quick-start example, pasted into the Deephaven web IDE's console in a real (headless) browser.
+"""The quick start and live training metrics, pasted into the Deephaven web IDE's console in a real (headless) browser.
 
 Needs Debian's ``chromium`` (``make test`` installs it through the Makefile's ``browser`` target) and
 Playwright's Python package; Playwright's own browser downloads are never used. A screenshot is
-saved to ``test-artifacts/browser-quickstart.png`` whether the test passes or fails.
+saved to ``test-artifacts/browser-quickstart.png`` (and ``browser-metrics.png`` for the live metrics
+table and its plot) whether the test passes or fails.
 
 NOTE [ Pasting into the console ]
 The console input is a Monaco editor. ``page.keyboard.insert_text(code)`` goes through Monaco's
@@ -146,24 +147,16 @@ def console_globals():
     os.environ.update(env_before)
 
 
-@pytest.mark.slow
-def test_quickstart_in_browser_console(server, tmp_path: Path, console_globals) -> None:
-    """Open the IDE, paste the quick start into the console, press Enter, see its success line."""
+@contextlib.contextmanager
+def ide_page(server, tmp_path: Path, screenshot: Path) -> Iterator[object]:
+    """The web IDE in headless Chromium, logged in, with the app loaded; a screenshot on the way out."""
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium and chromium-driver (make browser)")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError as e:
         pytest.skip(f"the playwright Python package cannot be imported: {e}")
-
-    marker = f"dh_tf browser run {uuid.uuid4().hex}"
-    code = (
-        "import os\n"
-        f"print({marker!r})\n"
-        f"os.environ['DH_TF_EXAMPLE_ROWS'] = '{QUICKSTART_ROWS}'\n"
-        f"os.environ['DH_TF_EXAMPLE_DIR'] = {str(tmp_path)!r}\n" + (REPO / "examples" / "quickstart.py").read_text()
-    )
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    screenshot.parent.mkdir(parents=True, exist_ok=True)
     with console_output(server), sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
             str(tmp_path / "chromium-profile"),  # a fresh --user-data-dir
@@ -176,11 +169,67 @@ def test_quickstart_in_browser_console(server, tmp_path: Path, console_globals) 
         try:
             page.goto(f"http://127.0.0.1:{server.test_port}/ide/?psk={TEST_PSK}")
             page.wait_for_selector('[data-testid="app-loaded"]', timeout=APP_LOAD_TIMEOUT_S * 1000)
-            _paste_into_console(page, code)
-            page.keyboard.press("Enter")
-            ours = _wait_for_success(page, marker)
-            assert any("validation loss" in line for line in ours), ours
+            yield page
         finally:
-            page.screenshot(path=str(SCREENSHOT))
+            page.screenshot(path=str(screenshot))
             context.close()
+
+
+def run_in_console(page, code: str) -> list[str]:
+    """Pastes ``code`` after a unique marker print, presses Enter, returns the log lines after the marker."""
+    marker = f"dh_tf browser run {uuid.uuid4().hex}"
+    _paste_into_console(page, f"print({marker!r})\n" + code)
+    page.keyboard.press("Enter")
+    return _wait_for_success(page, marker)
+
+
+@pytest.mark.slow
+def test_quickstart_in_browser_console(server, tmp_path: Path, console_globals) -> None:
+    """Open the IDE, paste the quick start into the console, press Enter, see its success line."""
+    code = (
+        "import os\n"
+        f"os.environ['DH_TF_EXAMPLE_ROWS'] = '{QUICKSTART_ROWS}'\n"
+        f"os.environ['DH_TF_EXAMPLE_DIR'] = {str(tmp_path)!r}\n" + (REPO / "examples" / "quickstart.py").read_text()
+    )
+    with ide_page(server, tmp_path, SCREENSHOT) as page:
+        ours = run_in_console(page, code)
+        assert any("validation loss" in line for line in ours), ours
     assert hasattr(__main__, "model")  # the console's globals are this process's __main__
+
+
+METRICS_SETUP = f"""
+import dh_tf
+metrics = dh_tf.MetricsTable(every=5, metrics=["loss", "mae"])
+metrics_table = metrics.table
+metrics_plot = dh_tf.plot_metrics(metrics)
+print("{SUCCESS} metrics table and plot created")
+"""
+METRICS_FIT = """
+import keras
+from deephaven import empty_table
+fit_model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+fit_model.compile(optimizer="sgd", loss="mse", metrics=["mae"])
+# No table variable here: the IDE keeps the metrics table and its figure in front for the screenshot.
+fit_data = dh_tf.to_dataset(empty_table(200_000).update(["X = Math.sin(i * 0.1)", "Y = 2 * X + 1"]), ["X"], "Y",
+                            batch_size=256)
+training = dh_tf.fit_in_background(fit_model, fit_data, epochs=4, callbacks=[metrics], verbose=0)
+"""
+
+
+@pytest.mark.slow
+def test_metrics_table_and_plot_in_browser_console(server, tmp_path: Path, console_globals) -> None:
+    """MetricsTable in the IDE: the table and its figure open from the console and tick while fit runs."""
+    with ide_page(server, tmp_path, REPO / "test-artifacts" / "browser-metrics.png") as page:
+        run_in_console(page, METRICS_SETUP)
+        run_in_console(page, METRICS_FIT + f"print('{SUCCESS} training started')\n")
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        while __main__.metrics_table.size == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        ticked_during_fit = __main__.metrics_table.size > 0 and not __main__.training.done()
+        __main__.training.result(timeout=RUN_TIMEOUT_S)
+        time.sleep(2)  # let the IDE's table and figure panels receive the last rows for the screenshot
+        history = " ".join(_texts(page, ".console-history"))
+        assert "metrics_table" in history and "metrics_plot" in history, history[-2000:]
+    assert ticked_during_fit
+    steps = 4 * -(-200_000 // 256)
+    assert __main__.metrics_table.size == steps // 5 + 4  # Step % 5 == 0, plus each epoch's end (782 * k)
