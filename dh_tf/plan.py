@@ -15,12 +15,13 @@ table order, and the page reader then permutes the rows inside the page (see
 
 NOTE [ Shards ]
 With ``num_shards`` consumers (e.g. tf.distribute workers), every shard computes the same global
-order (table order, or the seeded block order) and takes its own contiguous part of it: shard ``k``
+order (table order, or the seeded block order, rotated) and takes its own contiguous part of it: shard ``k``
 of ``n`` gets rows ``[k * r, (k + 1) * r)`` of that order, where ``r = num_rows // n``. So shards
 are disjoint, every shard has the same number of rows and therefore the same number of batches
 (synchronous training needs equal step counts), and the ``num_rows % n`` rows at the end of the
 global order are not read in that epoch: the last rows of the table without shuffle (the same ones
-each epoch), or the tail of a different random block each epoch with shuffle. With one shard no row
+each epoch), or with shuffle a different few each epoch: the seeded block order starts at a seeded
+row and wraps around, so the leftover rows move even in a table of one block. With one shard no row
 is dropped.
 
 NOTE [ Skipped rows ]
@@ -152,6 +153,11 @@ def plan_epoch(
         sequence = [blocks[i] for i in order]
     else:
         sequence = [(0, num_rows)] if num_rows else []
+    if shuffle and num_shards > 1 and num_rows:
+        # Start the global order at a seeded row, wrapping around, so the leftover rows at its end
+        # are other rows each epoch even when the table is a single block (NOTE [ Shards ]).
+        offset = int(np.random.default_rng([seed, epoch, num_shards]).integers(num_rows))
+        sequence = _cut(sequence, offset, num_rows) + _cut(sequence, 0, offset)
     first = shard_index * shard_rows
     mine = _cut(sequence, first, first + shard_rows)
     pages = []

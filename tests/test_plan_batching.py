@@ -133,11 +133,25 @@ def test_unshuffled_shards_drop_the_same_last_rows_shuffled_shards_a_different_f
 
 
 def test_shards_take_their_part_of_one_global_order():
-    # Every shard computes the same block order from (seed, epoch); shard k takes its contiguous part.
-    order = np.random.default_rng([3, 0]).permutation(10)
+    # Every shard computes the same global order from (seed, epoch): the seeded block order, started at
+    # a seeded row and wrapped around; shard k takes its contiguous part of it.
+    blocks = np.random.default_rng([3, 0]).permutation(10)
+    global_order = np.concatenate([np.arange(b * 100, b * 100 + 100) for b in blocks])
+    offset = int(np.random.default_rng([3, 0, 2]).integers(1000))
+    global_order = np.concatenate([global_order[offset:], global_order[:offset]])
     for k in range(2):
         part = delivered_positions(1000, 1000, shuffle=True, seed=3, block_rows=100, num_shards=2, shard_index=k)
-        assert {int(p) // 100 for p in part} == set(order[5 * k : 5 * k + 5].tolist())
+        assert set(part.tolist()) == set(global_order[500 * k : 500 * k + 500].tolist())
+
+
+def test_a_single_block_table_drops_other_leftover_rows_each_epoch():
+    def dropped(epoch):
+        seen = np.concatenate([delivered_positions(4001, 4096, shuffle=True, seed=1, epoch=epoch, block_rows=65536,
+                                                   num_shards=2, shard_index=k) for k in range(2)])
+        return set(range(4001)) - set(seen.tolist())
+
+    epochs = [dropped(e) for e in range(4)]
+    assert all(len(d) == 1 for d in epochs) and len(set.union(*epochs)) > 1
 
 
 @pytest.mark.parametrize("shuffle", [False, True])
