@@ -307,6 +307,7 @@ def test_main_compose_requires_the_psk_and_binds_loopback():
     assert f"-Dauthentication.psk={SAMPLE_ENV['DH_PSK']}" in opts
     assert not any(ANONYMOUS_AUTH in opt or opt.startswith("-DAuthHandlers") for opt in opts)
     assert "-Xmx4g" in opts  # the DH_HEAP default
+    assert "-XX:SoftRefLRUPolicyMSPerMB=0" in opts  # as start_server sets it (NOTE [ Soft references ])
     assert "-Ddeephaven.application.dir=/app.d" in opts
     assert service["ports"] == [f"{LOOPBACK}:10000:10000"]
     custom = services(compose_config(COMPOSE, {**SAMPLE_ENV, "DH_PORT": "10123", "DH_HEAP": "8g"}))["deephaven"]
@@ -329,6 +330,7 @@ def test_anonymous_override_is_explicit_and_keeps_loopback():
     override_opts = shlex.split(start_opts(override))
     assert f"-DAuthHandlers={ANONYMOUS_AUTH}" in override_opts
     assert any(opt.startswith("-Xmx") for opt in override_opts)
+    assert "-XX:SoftRefLRUPolicyMSPerMB=0" in override_opts
 
     effective = merged(services(compose_config(COMPOSE))["deephaven"], override)
     assert [host_ip(p) for p in effective["ports"]] == [LOOPBACK]
