@@ -8,6 +8,11 @@ not timed); ``predict_table`` reads them from the Parquet-backed table and retur
 in-heap table (``keep=None``), then also with ``keep=["Label"]`` and with ``path=`` (Parquet pages).
 Each figure is the median of ``--repeats`` passes after one warm-up pass (the Parquet pages then sit
 in the heap, as with any warm table). Target: predict_table >= 0.8x model.predict.
+
+A second reference, ``predict_on_batch (numpy)``, calls ``model.predict_on_batch`` on each
+``--batch-size`` slice of the same numpy array (what predict_table does per group, NOTE [ Scoring a
+group with predict_on_batch ] in ``dh_tf/predict.py``): the compute ceiling, without reading or
+building a table. All cases run side by side in one process, so the ratios hold on a loaded machine.
 """
 
 from __future__ import annotations
@@ -64,6 +69,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cases = {
             "model.predict (numpy)": lambda: model.predict(x, batch_size=args.batch_size, verbose=0),
+            "predict_on_batch (numpy)": lambda: np.concatenate(
+                [model.predict_on_batch(x[i : i + args.batch_size]) for i in range(0, len(x), args.batch_size)]
+            ),
             "predict_table": lambda: predict_table(model, table, FEATURES, batch_size=args.batch_size),
             "predict_table keep=Label": lambda: predict_table(
                 model, table, FEATURES, keep=["Label"], batch_size=args.batch_size
