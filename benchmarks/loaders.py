@@ -145,8 +145,15 @@ def dh_tf_tf_cache(case: Case, table: Any, stack: contextlib.ExitStack) -> Any:
 
     tf = _tf()
     directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench_tfcache_"))
+    stack.callback(_report_size, case.loader, directory)
     dataset = dh_tf_dataset(False, 2)(case, table, stack)
     return dataset.cache(os.path.join(directory, "cache")).prefetch(tf.data.AUTOTUNE)
+
+
+def _report_size(loader: str, directory: str) -> None:
+    """Prints (to the case's log) how many bytes a cache directory holds: shows the cache was used."""
+    size = sum(f.stat().st_size for f in Path(directory).rglob("*") if f.is_file())
+    print(f"{loader}: cache directory {directory} holds {size:,} bytes", file=sys.stderr, flush=True)
 
 
 def numpy_slices(case: Case, table: Any, stack: contextlib.ExitStack) -> Any:
@@ -278,6 +285,7 @@ def petastorm_reader_cached(case: Case, table: Any, stack: contextlib.ExitStack)
     tf = _tf()
     warnings.filterwarnings("ignore")
     directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench_petastorm_cache_"))
+    stack.callback(_report_size, case.loader, directory)  # runs before the directory is removed
     reader = stack.enter_context(
         make_batch_reader(
             Path(case.path).resolve().as_uri(),

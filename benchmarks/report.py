@@ -565,7 +565,7 @@ def _filter_section(payload: dict[str, Any]) -> str:
                 f"`{r.get('where')}`",
                 f"{r['delivered_rows']:,} ({r['delivered_rows'] / r['num_rows']:.4f})",
                 f"{r.get('where_s', 0):.2f}",
-                rate(r["delivered_rows_per_s"]),
+                f"{r['delivered_rows_per_s'] / 1e6:.3f} M",
                 rate(r["rows_per_s"]),
                 _ratio(r["rows_per_s"], _value(_ok(payload["results"], "dh_tf_p2", "reduce"), "rows_per_s")),
             ]
@@ -780,7 +780,7 @@ def epochs_chart(payload: dict[str, Any], path: Path) -> None:
             values,
             style,
             marker="o",
-            color=f"C{i % 10}",
+            color=plt.get_cmap("tab20")(i % 20),
             label=label,
             linewidth=2.2 if "cache" in r["loader"] and r["loader"].startswith("ep_dh_tf") else 1.2,
         )
@@ -796,17 +796,21 @@ def epochs_chart(payload: dict[str, Any], path: Path) -> None:
         ("dh_tf epoch 1", "ep_dh_tf_t{}", "epochs", "epoch1_rows_per_s"),
         ("dh_tf cached epochs 2+", "ep_dh_tf_cache_t{}", "epochs", "later_rows_per_s"),
     ]
+    drawn = False
     for i, (label, pattern, consumer, key) in enumerate(lines):
         points = [(n, _value(_ok(results, pattern.format(n), consumer), key)) for n in (1, 2)]
         points = [(n, v) for n, v in points if v is not None]
         if points:
             right.plot([n for n, _ in points], [v for _, v in points], marker="o", color=f"C{i}", label=label)
+            drawn = True
     right.set_xticks([1, 2])
     right.set_xlabel(f"reader threads (this machine: {payload['machine']['cores']} cores)")
     right.set_ylabel("rows/s")
+    right.yaxis.set_major_formatter(lambda value, _: f"{value / 1e6:g} M")
     right.set_ylim(bottom=0)
     right.grid(alpha=0.3)
-    right.legend(fontsize=8)
+    if drawn:
+        right.legend(fontsize=8)
     right.set_title("Threads vs rows/s", fontsize=9)
     m = payload["machine"]
     fig.suptitle(f"dh_tf over several epochs — {m['cpu']}, {m['cores']} cores", fontsize=10)
