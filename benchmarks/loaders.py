@@ -285,7 +285,6 @@ def petastorm_reader_cached(case: Case, table: Any, stack: contextlib.ExitStack)
     tf = _tf()
     warnings.filterwarnings("ignore")
     directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench_petastorm_cache_"))
-    stack.callback(_report_size, case.loader, directory)  # runs before the directory is removed
     reader = stack.enter_context(
         make_batch_reader(
             Path(case.path).resolve().as_uri(),
@@ -297,6 +296,7 @@ def petastorm_reader_cached(case: Case, table: Any, stack: contextlib.ExitStack)
             cache_row_size_estimate=ROW_BYTES,
         )
     )
+    stack.callback(_report_size, case.loader, directory)  # runs before the reader cleans its cache up
     rows = make_petastorm_dataset(reader).map(
         lambda row: (tf.stack([getattr(row, name) for name in FEATURES], axis=1), getattr(row, LABEL))
     )
