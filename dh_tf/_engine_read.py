@@ -60,7 +60,7 @@ def available() -> bool:
     """True when the fast path works in this JVM (the engine and Arrow's MemoryUtil are present)."""
     try:
         probe = np.zeros(2, dtype=np.float64)
-        _typed_buffer(probe, "double").put(0, 1.5)
+        typed_buffer(probe, "double").put(0, 1.5)
         return bool(probe[0] == 1.5)
     except Exception:
         return False
@@ -90,8 +90,12 @@ def _expansion_kernel(array_type: str) -> Any:
     return jpy.get_type(name).INSTANCE
 
 
-def _typed_buffer(array: np.ndarray, deephaven_type: str) -> Any:
-    """A Java NIO buffer of the array's element type over the array's memory (no copy)."""
+def typed_buffer(array: np.ndarray, deephaven_type: str) -> Any:
+    """A Java NIO buffer of the array's element type over the array's memory (no copy).
+
+    ``deephaven_type`` is a primitive type name (``byte`` ... ``double``) or ``java.lang.Boolean``
+    (bytes). Shared with ``_engine_write.py``, the writing twin of this module.
+    """
     import jpy
 
     memory_util = jpy.get_type("org.apache.arrow.memory.util.MemoryUtil")
@@ -131,7 +135,7 @@ class EngineColumnReader:
                 self._chunks[name] = jpy.get_type("io.deephaven.chunk.WritableObjectChunk").makeWritableChunk(CHUNK_ROWS)
                 offsets = np.empty(CHUNK_ROWS + 1, dtype=np.int32)
                 java_offsets = jpy.get_type("io.deephaven.chunk.WritableIntChunk").makeWritableChunk(CHUNK_ROWS + 1)
-                self._offsets[name] = (java_offsets, offsets, _typed_buffer(offsets, "int"))
+                self._offsets[name] = (java_offsets, offsets, typed_buffer(offsets, "int"))
             else:
                 self._chunks[name] = jpy.get_type(_CHUNK_TYPES[kind.deephaven_type]).makeWritableChunk(CHUNK_ROWS)
 
@@ -146,7 +150,7 @@ class EngineColumnReader:
             RuntimeError: the engine failed; the exception's note names the column and span.
         """
         buffers = {
-            name: _typed_buffer(out[name], kind.element_type or kind.deephaven_type) for name, kind in self._kinds.items()
+            name: typed_buffer(out[name], kind.element_type or kind.deephaven_type) for name, kind in self._kinds.items()
         }
         row_set = self._j_table.getRowSet()
         offset = 0
@@ -203,7 +207,7 @@ class EngineColumnReader:
                         raise array_length_error(column, kind, position + first + int(index), int(lengths[index]), length)
                 values = np.empty((rows - int(nulls.sum()), length), dtype=out.dtype)
                 if len(values):
-                    flat.copyToBuffer(0, _typed_buffer(values, self._kinds[column].element_type), 0, values.size)
+                    flat.copyToBuffer(0, typed_buffer(values, self._kinds[column].element_type), 0, values.size)
                 target = out[offset + first : offset + first + rows]
                 target[~nulls] = values
                 target[nulls] = self._kinds[column].null_value

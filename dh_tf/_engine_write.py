@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from dh_tf._engine_read import typed_buffer
+
 JAVA_TYPES: dict[np.dtype, str] = {
     np.dtype("int8"): "byte",
     np.dtype("int16"): "short",
@@ -34,15 +36,6 @@ JAVA_TYPES: dict[np.dtype, str] = {
 MAX_ROWS = 2**31 - 1
 """A Java array holds at most this many elements: one in-heap column cannot have more rows."""
 
-# How to view a native-order ByteBuffer as the column's element type (None: bytes as they are).
-_BUFFER_VIEWS = {
-    "byte": None,
-    "short": "asShortBuffer",
-    "int": "asIntBuffer",
-    "long": "asLongBuffer",
-    "float": "asFloatBuffer",
-    "double": "asDoubleBuffer",
-}
 
 
 def available() -> bool:
@@ -54,17 +47,6 @@ def available() -> bool:
         return bool(source.getDouble(1) == -2.0)
     except Exception:
         return False
-
-
-def _typed_buffer(array: np.ndarray, java_type: str) -> Any:
-    """A Java NIO buffer of the array's element type over the array's memory (no copy)."""
-    import jpy
-
-    memory_util = jpy.get_type("org.apache.arrow.memory.util.MemoryUtil")
-    byte_order = jpy.get_type("java.nio.ByteOrder")
-    raw = memory_util.directBuffer(array.ctypes.data, array.nbytes).order(byte_order.nativeOrder())
-    view = _BUFFER_VIEWS[java_type]
-    return raw if view is None else getattr(raw, view)()
 
 
 class ColumnBuilder:
@@ -108,7 +90,7 @@ class ColumnBuilder:
         if len(values) == 0:
             return
         values = np.ascontiguousarray(values)
-        _typed_buffer(values, self.java_type).get(self._array, int(offset), len(values))
+        typed_buffer(values, self.java_type).get(self._array, int(offset), len(values))
 
     def column_source(self) -> Any:
         """The Java column source over the array (shares it: don't ``put`` afterwards)."""

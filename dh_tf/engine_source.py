@@ -40,7 +40,7 @@ class EngineSource:
     """
 
     def __init__(self, table: Any, where: str, *, read_path: str = "auto") -> None:
-        _check_table(table, where)
+        check_table(table, where)
         if read_path not in READ_PATHS:
             raise ValueError(f"{where}: read_path must be one of {list(READ_PATHS)} (got {read_path!r})")
         self.table = table
@@ -229,7 +229,8 @@ def _length(value: Any) -> int:
     return int(value.size()) if hasattr(value, "size") and callable(value.size) else len(value)
 
 
-def _check_table(table: Any, where: str) -> None:
+def check_table(table: Any, where: str) -> None:
+    """Raises TypeError (naming ``where``) unless ``table`` is a ``deephaven.table.Table`` of a running JVM."""
     try:
         from deephaven.table import Table
     except Exception as e:

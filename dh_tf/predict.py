@@ -32,6 +32,7 @@ import numpy as np
 
 from dh_tf import _engine_write
 from dh_tf.columns import ColumnSpec
+from dh_tf.engine_source import check_table
 from dh_tf.loader import TableLoader
 
 #: What ``output`` names: one column, a list of columns (``[n, k]`` outputs), or a dict of model
@@ -123,7 +124,7 @@ def predict_table(
         >>> scores = predict_table(model, t.where("Split = `test`"), ["A", "B"], keep=["Id", "Ts"])
         >>> multi = predict_table(model, t, ["A", "B"], output={"class": ["P0", "P1"], "value": "V"})
     """
-    _check_table(table)
+    check_table(table, _WHERE)
     predictor = _make_predictor(model)
     targets = _parse_output(output)
     names = [c for target in targets for c in target.columns]
@@ -159,20 +160,6 @@ def predict_table(
 
 
 # ---------------------------------------------------------------- argument checks
-
-
-def _check_table(table: Any) -> None:
-    try:
-        from deephaven.table import Table
-    except Exception as e:
-        raise TypeError(
-            f"{_WHERE}: table must be a deephaven.table.Table (got {type(table).__name__}); import deephaven "
-            f"failed ({e}), start the Deephaven server or embedded server first"
-        ) from e
-    if not isinstance(table, Table):
-        raise TypeError(
-            f"{_WHERE}: table must be a deephaven.table.Table (got {table!r} of type {type(table).__name__})"
-        )
 
 
 def _parse_output(output: Any) -> list[_Target]:
