@@ -30,7 +30,9 @@ import numpy as np
 from dh_tf.columns import ColumnKind, array_length_error, note_read_error
 
 CHUNK_ROWS = 65536
-"""Rows per ``fillChunk`` call: large enough to amortize the Java call, small enough to cache."""
+"""The most rows per ``fillChunk`` call: large enough to amortize the Java call (see :func:`chunk_rows`)."""
+CHUNK_BYTES = 4 * 2**20
+"""About how many bytes of Java chunks one reader holds: wide tables get shorter chunks (:func:`chunk_rows`)."""
 CHUNK_ELEMENTS = 65536
 """Array elements per flattened chunk (array columns flatten ``CHUNK_ELEMENTS // n`` rows at a time)."""
 _KERNEL_NAMES = {"byte": "Byte", "short": "Short", "int": "Int", "long": "Long", "float": "Float", "double": "Double"}
@@ -105,6 +107,18 @@ def typed_buffer(array: np.ndarray, deephaven_type: str) -> Any:
     return raw if view is None else getattr(raw, view)()
 
 
+def chunk_rows(kinds: Mapping[str, ColumnKind]) -> int:
+    """Rows per ``fillChunk`` for these columns: :data:`CHUNK_ROWS`, fewer for wide rows.
+
+    Each reader thread holds one chunk (and one fill context) per column: 80 double columns at
+    65536 rows are 42 MB per thread, enough to exhaust a small heap (a JVM killed by OutOfMemoryError
+    takes the Python process with it). So chunks hold about :data:`CHUNK_BYTES`, at least 4096 rows.
+    """
+    row_bytes = sum(8 if kind.is_array else kind.dtype.itemsize for kind in kinds.values())
+    rows = CHUNK_BYTES // max(1, row_bytes) // 4096 * 4096
+    return int(min(CHUNK_ROWS, max(4096, rows)))
+
+
 class EngineColumnReader:
     """Reads columns of a static table at row positions into numpy arrays, via engine internals.
 
@@ -117,6 +131,7 @@ class EngineColumnReader:
 
         self._j_table = j_table
         self._kinds = dict(kinds)
+        self._chunk_rows = chunk_rows(self._kinds)
         # Reinterprets when the source can, else wraps it (e.g. update_view formula columns).
         boolean_as_byte = jpy.get_type("io.deephaven.engine.table.impl.sources.ReinterpretUtils").booleanToByteSource
         self._sources = {}
@@ -129,15 +144,15 @@ class EngineColumnReader:
             if kind.deephaven_type == "java.lang.Boolean":
                 source = boolean_as_byte(source)
             self._sources[name] = source
-            self._contexts[name] = source.makeFillContext(CHUNK_ROWS)
+            self._contexts[name] = source.makeFillContext(self._chunk_rows)
             if kind.is_array:
                 self._kernels[name] = _expansion_kernel(kind.deephaven_type)
-                self._chunks[name] = jpy.get_type("io.deephaven.chunk.WritableObjectChunk").makeWritableChunk(CHUNK_ROWS)
-                offsets = np.empty(CHUNK_ROWS + 1, dtype=np.int32)
-                java_offsets = jpy.get_type("io.deephaven.chunk.WritableIntChunk").makeWritableChunk(CHUNK_ROWS + 1)
+                self._chunks[name] = jpy.get_type("io.deephaven.chunk.WritableObjectChunk").makeWritableChunk(self._chunk_rows)
+                offsets = np.empty(self._chunk_rows + 1, dtype=np.int32)
+                java_offsets = jpy.get_type("io.deephaven.chunk.WritableIntChunk").makeWritableChunk(self._chunk_rows + 1)
                 self._offsets[name] = (java_offsets, offsets, typed_buffer(offsets, "int"))
             else:
-                self._chunks[name] = jpy.get_type(_CHUNK_TYPES[kind.deephaven_type]).makeWritableChunk(CHUNK_ROWS)
+                self._chunks[name] = jpy.get_type(_CHUNK_TYPES[kind.deephaven_type]).makeWritableChunk(self._chunk_rows)
 
     def read(self, spans: Sequence[tuple[int, int]], out: Mapping[str, np.ndarray]) -> None:
         """Fills ``out[name][:n]`` with the column's values at the rows of ``spans``, in span order.
@@ -161,7 +176,7 @@ class EngineColumnReader:
             iterator = rows.getRowSequenceIterator()
             try:
                 while iterator.hasMore():
-                    sequence = iterator.getNextRowSequenceWithLength(CHUNK_ROWS)
+                    sequence = iterator.getNextRowSequenceWithLength(self._chunk_rows)
                     size = int(sequence.size())
                     for column, source in self._sources.items():
                         chunk = self._chunks[column]

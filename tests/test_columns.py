@@ -143,3 +143,12 @@ def test_unknown_dtype_name_gets_the_caller_prefix(arg):
 def test_label_dtype_is_applied():
     (_, label) = layout("X", "I", label_dtype="int16").fields
     assert label == Field("y", None, ("I",), True, np.dtype("int16"), ("error",))
+
+
+def test_engine_chunks_get_shorter_for_wide_rows():
+    from dh_tf._engine_read import CHUNK_ROWS, chunk_rows
+    from dh_tf.columns import COLUMN_KINDS
+
+    assert chunk_rows({f"F{i}": COLUMN_KINDS["float"] for i in range(16)}) == CHUNK_ROWS == 65536
+    assert chunk_rows({f"D{i}": COLUMN_KINDS["double"] for i in range(80)}) == 4096  # 640 B rows: 6553, rounded down to 4096
+    assert chunk_rows({f"D{i}": COLUMN_KINDS["double"] for i in range(2000)}) == 4096  # at least 4096 rows
