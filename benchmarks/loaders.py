@@ -326,7 +326,11 @@ def _registry(*loaders: Loader) -> dict[str, Loader]:
 
 _DH = {"deephaven": True, "packages": ("deephaven-core",)}
 SOFTREF_FLAG = "-XX:SoftRefLRUPolicyMSPerMB=0"
-"""The JVM flag of DESIGN.md section 4: the GC drops softly-reachable decoded pages at once."""
+"""The JVM flag of DESIGN.md section 4: the GC drops softly-reachable decoded pages at once.
+
+``dh_tf.server.start_server`` sets it by default since the second wave, so every Deephaven case has
+it; the ``*_softref_off`` cases put the JVM's own default (1000) back to measure it without."""
+SOFTREF_OFF = "-XX:SoftRefLRUPolicyMSPerMB=1000"
 SHUFFLE_BLOCKS = {"64k": 65536, "256k": 262144, "1m": 1048576}
 FILTERS = {"1_3": "F0 < -0.43073", "1_100": "F0 < -2.32635"}
 """DQL filters keeping ~1/3 and ~1/100 of the rows: F0 is standard normal (its 1/3 and 1/100 quantiles)."""
@@ -368,6 +372,25 @@ LOADERS = _registry(
         dh_tf_dataset(False, 2),
         min_batch_size=1024,
         file="deephaven",
+        tags=("jvm",),
+        **_DH,
+    ),
+    Loader(
+        "dh_tf_softref_off",
+        f"dh_tf.to_dataset, prefetch 2, JVM {SOFTREF_OFF} (the JVM default; dh_tf sets 0)",
+        dh_tf_dataset(False, 2),
+        min_batch_size=1024,
+        jvm_args=(SOFTREF_OFF,),
+        tags=("jvm",),
+        **_DH,
+    ),
+    Loader(
+        "dh_tf_dhfile_softref_off",
+        f"dh_tf.to_dataset, prefetch 2, Deephaven-written file, JVM {SOFTREF_OFF} (the JVM default)",
+        dh_tf_dataset(False, 2),
+        min_batch_size=1024,
+        file="deephaven",
+        jvm_args=(SOFTREF_OFF,),
         tags=("jvm",),
         **_DH,
     ),

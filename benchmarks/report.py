@@ -513,8 +513,9 @@ def _verdict(value: float | None, base: float | None, goal: float, higher: bool 
 def _jvm_section(payload: dict[str, Any]) -> str:
     results = payload["results"]
     pairs = [
-        ("pyarrow-written (dictionary, snappy)", "dh_tf_p2", "dh_tf_softref0"),
-        ("Deephaven-written (`deephaven.parquet.write` defaults)", "dh_tf_dhfile", "dh_tf_dhfile_softref0"),
+        # start_server sets the flag by default: "without" puts the JVM default (1000) back.
+        ("pyarrow-written (dictionary, snappy)", "dh_tf_softref_off", "dh_tf_p2"),
+        ("Deephaven-written (`deephaven.parquet.write` defaults)", "dh_tf_dhfile_softref_off", "dh_tf_dhfile"),
     ]
     body = []
     for label, without, with_flag in pairs:
