@@ -7,7 +7,7 @@ the rule.
 NOTE [ Shuffling by blocks ]
 Reading random single rows is ~30x slower than reading the same number of rows in order, because
 every random row can decode a different Parquet page. So a shuffled epoch permutes *blocks* of
-``block_rows`` consecutive rows (>= 64K) with an RNG seeded by ``(seed, epoch)``, cuts that block
+``block_rows`` consecutive rows (>= 64K; the loader's default, 256K, matches 1 MiB data pages) with an RNG seeded by ``(seed, epoch)``, cuts that block
 order into pages of ``page_rows`` rows (a page may end inside a block), reads each page's pieces in
 table order, and the page reader then permutes the rows inside the page (see
 :attr:`PagePlan.permutation_seed`). Every row is in exactly one page, and the order depends only on
