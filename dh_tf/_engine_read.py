@@ -31,7 +31,7 @@ from dh_tf.columns import ColumnKind, array_length_error, note_read_error
 
 CHUNK_ROWS = 65536
 """The most rows per ``fillChunk`` call: large enough to amortize the Java call (see :func:`chunk_rows`)."""
-CHUNK_BYTES = 4 * 2**20
+CHUNK_BYTES = 8 * 2**20
 """About how many bytes of Java chunks one reader holds: wide tables get shorter chunks (:func:`chunk_rows`)."""
 CHUNK_ELEMENTS = 65536
 """Array elements per flattened chunk (array columns flatten ``CHUNK_ELEMENTS // n`` rows at a time)."""
@@ -112,7 +112,7 @@ def chunk_rows(kinds: Mapping[str, ColumnKind]) -> int:
 
     Each reader thread holds one chunk (and one fill context) per column: 80 double columns at
     65536 rows are 42 MB per thread, enough to exhaust a small heap (a JVM killed by OutOfMemoryError
-    takes the Python process with it). So chunks hold about :data:`CHUNK_BYTES`, at least 4096 rows.
+    takes the Python process with it). So chunks hold about :data:`CHUNK_BYTES` (65536 rows up to 128-byte rows), at least 4096 rows.
     """
     row_bytes = sum(8 if kind.is_array else kind.dtype.itemsize for kind in kinds.values())
     rows = CHUNK_BYTES // max(1, row_bytes) // 4096 * 4096

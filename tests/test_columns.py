@@ -150,5 +150,5 @@ def test_engine_chunks_get_shorter_for_wide_rows():
     from dh_tf.columns import COLUMN_KINDS
 
     assert chunk_rows({f"F{i}": COLUMN_KINDS["float"] for i in range(16)}) == CHUNK_ROWS == 65536
-    assert chunk_rows({f"D{i}": COLUMN_KINDS["double"] for i in range(80)}) == 4096  # 640 B rows: 6553, rounded down to 4096
+    assert chunk_rows({f"D{i}": COLUMN_KINDS["double"] for i in range(80)}) == 12288  # 640 B rows: 13107 -> 12288
     assert chunk_rows({f"D{i}": COLUMN_KINDS["double"] for i in range(2000)}) == 4096  # at least 4096 rows
