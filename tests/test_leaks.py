@@ -1,4 +1,4 @@
-"""Nothing leaks over 100 epochs: threads, process RSS and JVM heap (NOTE [ Prefetch thread lifecycle ]).
+"""Nothing leaks over 100 epochs: threads, process RSS and JVM heap (NOTE [ Reader threads ] in prefetch.py).
 
 Runs in a subprocess with its own JVM: inside the full suite the process already carries TensorFlow and
 every earlier test's tables, and their allocators moved RSS by ~100 MiB between two points 100 epochs

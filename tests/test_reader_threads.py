@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import dh_tf
-from dh_tf.prefetch import READER_THREAD_NAME, read_in_order
+from dh_tf.prefetch import READER_THREAD_NAME
 
 
 @pytest.fixture(scope="module")
@@ -53,65 +53,6 @@ def test_default_reader_threads_follows_the_cores(make_table):
 
     loader = dh_tf.TableLoader(make_table(10, "X = 1.0"), "X")
     assert loader.reader_threads == max(1, min(8, len(os.sched_getaffinity(0))))
-
-
-class Pages:
-    """A real ItemReader whose pages are integers; fails on one item; counts opens and closes per thread."""
-
-    def __init__(self, log, fail_at=None):
-        self.log, self.fail_at = log, fail_at
-        log.append(("open", threading.current_thread().name))
-
-    def read(self, item):
-        if item == self.fail_at:
-            raise KeyError(f"page {item}")
-        return item * 10
-
-    def close(self):
-        self.log.append(("close", threading.current_thread().name))
-
-
-@pytest.mark.parametrize("reader_threads,prefetch", [(1, 0), (1, 2), (3, 0), (4, 2)])
-def test_read_in_order_delivers_in_order_and_closes_each_reader_on_its_thread(reader_threads, prefetch):
-    log = []
-    assert list(read_in_order(range(50), lambda: Pages(log), reader_threads=reader_threads, prefetch=prefetch)) == [
-        i * 10 for i in range(50)
-    ]
-    opened = sorted(name for kind, name in log if kind == "open")
-    assert opened == sorted(name for kind, name in log if kind == "close")
-    assert len(opened) <= reader_threads
-    assert not alive()
-
-
-def test_an_error_reaches_the_consumer_after_the_pages_before_it():
-    log = []
-    got = []
-    with pytest.raises(KeyError, match="page 7"):
-        for value in read_in_order(range(50), lambda: Pages(log, fail_at=7), reader_threads=3, prefetch=2):
-            got.append(value)  # noqa: PERF402 (the loop must stop at the error)
-    assert got == [i * 10 for i in range(7)]
-    assert not alive()
-    assert len([e for e in log if e[0] == "open"]) == len([e for e in log if e[0] == "close"])
-
-
-def test_memory_is_bounded_by_prefetch_plus_threads():
-    lock = threading.Lock()
-    live = {"now": 0, "max": 0}
-
-    class Counting:
-        def read(self, item):
-            with lock:
-                live["now"] += 1
-                live["max"] = max(live["max"], live["now"])
-            return item
-
-        def close(self):
-            pass
-
-    for _ in read_in_order(range(200), Counting, reader_threads=3, prefetch=2):
-        with lock:
-            live["now"] -= 1  # the consumer is done with the previous page when it asks for the next
-    assert live["max"] <= 3 + 2
 
 
 def test_breaking_out_and_del_stop_every_reader_thread(filtered_parquet):
