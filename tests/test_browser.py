@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import time
 import uuid
@@ -57,6 +58,11 @@ def _texts(page, selector: str) -> list[str]:
     return [element.text_content() or "" for element in page.query_selector_all(selector)]
 
 
+# The console also shows the server's own Java log errors ("<thread> | i.d.s.s.SessionService | ..."),
+# e.g. a barrage stream of an earlier test's closed browser ending with an error: not our command's.
+SERVER_LOG_LINE = re.compile(r"^\s*[\w.-]+(?:-[\w.-]+)* \| [a-z](?:\.[a-z])+\.\w+\s+\| ")
+
+
 def _wait_for_success(page, marker: str) -> list[str]:
     """Polls the console until a success line follows ``marker``; fails at once on an error message.
 
@@ -65,7 +71,7 @@ def _wait_for_success(page, marker: str) -> list[str]:
     """
     deadline = time.monotonic() + RUN_TIMEOUT_S
     while True:
-        errors = _texts(page, ERRORS)
+        errors = [text for text in _texts(page, ERRORS) if not SERVER_LOG_LINE.match(text)]
         logs = [line for text in _texts(page, ".console-history .log-message") for line in text.splitlines()]
         ours = logs[logs.index(marker) + 1 :] if marker in logs else []
         if errors:
