@@ -5,7 +5,7 @@ is exactly the first N rows of any larger one (the batch-32 subset is a prefix o
 The label is learnable: ``Label = (x @ WEIGHTS + noise > 0)``, about half ones.
 
 A second copy of the same rows, written by Deephaven itself (``deephaven.parquet.write``, its
-defaults), measures the engine on the file layout and encodings it writes (DESIGN.md section 4):
+defaults), measures the engine on the file layout and encodings it writes (docs/design.md section 4):
 ``python -m benchmarks.data deephaven ROWS DATA_DIR HEAP`` writes it in a process with its own JVM.
 
 Only numpy and pyarrow are imported at module level: the petastorm venv (numpy<2, pyarrow<15) imports it too.

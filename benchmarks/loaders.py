@@ -192,7 +192,7 @@ def blog_2022(case: Case, table: Any, stack: contextlib.ExitStack) -> Any:
 
     def batches() -> Iterator[Any]:
         for start in range(0, num_rows, BLOG_CACHE_ROWS):
-            with exec_ctx:  # the generator runs on a tf.data thread; see DESIGN.md "Threads"
+            with exec_ctx:  # the generator runs on a tf.data thread; see docs/design.md section 2, "Threads need the ExecutionContext"
                 piece = table.slice(start, min(start + BLOG_CACHE_ROWS, num_rows))
                 x, y = to_numpy(piece, FEATURES), to_numpy(piece, [LABEL]).reshape(-1)
             yield from _slices(x, y, case.batch_size)
@@ -326,7 +326,7 @@ def _registry(*loaders: Loader) -> dict[str, Loader]:
 
 _DH = {"deephaven": True, "packages": ("deephaven-core",)}
 SOFTREF_FLAG = "-XX:SoftRefLRUPolicyMSPerMB=0"
-"""The JVM flag of DESIGN.md section 4: the GC drops softly-reachable decoded pages at once.
+"""The JVM flag of docs/design.md section 4: the GC drops softly-reachable decoded pages at once.
 
 ``dh_tf.server.start_server`` sets it by default since the second wave, so every Deephaven case has
 it; the ``*_softref_off`` cases put the JVM's own default (1000) back to measure it without."""

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     from deephaven import parquet
     from deephaven.numpy import to_numpy
 
-    from dh_tf.predict import predict_table
+    from dh_tf.write.predict_table import predict_table
 
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((len(FEATURES),)), keras.layers.Dense(1)])

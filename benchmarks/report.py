@@ -41,7 +41,7 @@ def machine_info() -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
     try:
-        from dh_tf.loader import default_reader_threads
+        from dh_tf.reading.loader import default_reader_threads
 
         reader_threads: int | None = default_reader_threads()
     except ImportError:  # the report is also written where dh_tf is not installed

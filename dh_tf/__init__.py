@@ -1,6 +1,9 @@
 """dh_tf: train TensorFlow/Keras models on Deephaven tables bigger than RAM.
 
 ``import dh_tf`` needs no running JVM: Deephaven and TensorFlow are imported when first used.
+The layers, bottom up (the README's design map): ``sources/`` (where rows come from),
+``reading/`` (which rows, in what order, and how pages become batches), ``tf/`` (the
+TensorFlow/Keras side), ``live/`` (live tables), ``write/`` (results back into tables).
 
 Example:
     >>> import dh_tf
@@ -10,34 +13,51 @@ Example:
 
 from __future__ import annotations
 
-from dh_tf.cache import CacheSpaceError
-from dh_tf.columns import ArrayLengthError, Field, Layout
-from dh_tf.follow_mode import Follower, FollowError, follow, follow_dataset
-from dh_tf.loader import TableLoader, default_reader_threads
-from dh_tf.metrics import MetricsTable, fit_in_background, plot_metrics
-from dh_tf.pages import NullValueError
-from dh_tf.predict import predict_table
-from dh_tf.predict_follow import LivePredictions, predict_follow
-from dh_tf.remote_source import RemoteReadError
-from dh_tf.resume import ResumableTraining, SyncEpochs
-from dh_tf.tf_data import dataset_from_loader, to_dataset
+from dh_tf.errors import (
+    ArgumentError,
+    ArgumentTypeError,
+    ArrayLengthError,
+    CacheSpaceError,
+    Error,
+    FollowError,
+    MissingDependencyError,
+    NullValueError,
+    RemoteReadError,
+    TableChangeError,
+    UsageError,
+)
+from dh_tf.live.follow import Follower, follow
+from dh_tf.reading.loader import TableLoader, default_reader_threads
+from dh_tf.tf.background import fit_in_background
+from dh_tf.tf.dataset import dataset_from_loader, to_dataset
+from dh_tf.tf.follow_dataset import follow_dataset
+from dh_tf.tf.resumable import ResumableTraining
+from dh_tf.tf.sync_epochs import SyncEpochs
+from dh_tf.write.metrics_plot import plot_metrics
+from dh_tf.write.metrics_table import MetricsTable
+from dh_tf.write.predict_follow import LivePredictions, predict_follow
+from dh_tf.write.predict_table import predict_table
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
+    "ArgumentError",
+    "ArgumentTypeError",
     "ArrayLengthError",
     "CacheSpaceError",
-    "Field",
+    "Error",
     "FollowError",
     "Follower",
-    "Layout",
     "LivePredictions",
     "MetricsTable",
+    "MissingDependencyError",
     "NullValueError",
     "RemoteReadError",
     "ResumableTraining",
     "SyncEpochs",
+    "TableChangeError",
     "TableLoader",
+    "UsageError",
     "__version__",
     "dataset_from_loader",
     "default_reader_threads",
@@ -49,3 +69,21 @@ __all__ = [
     "predict_table",
     "to_dataset",
 ]
+
+_DEPRECATED = {"Field": "dh_tf.reading.layout", "Layout": "dh_tf.reading.layout"}
+
+
+def __getattr__(name: str) -> object:
+    """Old public names kept for one release, with a DeprecationWarning."""
+    if name in _DEPRECATED:
+        import importlib
+        import warnings
+
+        warnings.warn(
+            f"dh_tf.{name} is internal and leaves the public API in the next release; import it from "
+            f"{_DEPRECATED[name]} if you must",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(_DEPRECATED[name]), name)
+    raise AttributeError(f"module 'dh_tf' has no attribute {name!r}")

@@ -10,6 +10,8 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from dh_tf.errors import ArgumentError, MissingDependencyError
+
 _lock = threading.Lock()
 _server: Any = None
 
@@ -20,7 +22,7 @@ STREAMING_JVM_ARGS = ("-XX:SoftRefLRUPolicyMSPerMB=0",)
 NOTE [ Soft references ]
 Deephaven caches decoded Parquet pages through SoftReferences. Streaming a table bigger than the
 heap evicts them anyway, but by default the GC keeps soft references alive for a while per free
-MiB, so full GCs thrash; ``-XX:SoftRefLRUPolicyMSPerMB=0`` lets them go at once (DESIGN.md section
+MiB, so full GCs thrash; ``-XX:SoftRefLRUPolicyMSPerMB=0`` lets them go at once (docs/design.md section
 4: cold reads 1.5-1.7x faster; benchmarks/ measures it on both Parquet writers). The cost: a
 table that fits the heap is re-decoded sooner. Override with ``jvm_args=["-XX:SoftRefLRUPolicyMSPerMB=1000"]``.
 """
@@ -56,11 +58,11 @@ def start_server(
         if _server is not None:
             return _server
         if anonymous and host not in ("127.0.0.1", "localhost", "::1"):
-            raise ValueError(f"start_server: anonymous=True needs a loopback host (got host={host!r})")
+            raise ArgumentError(f"start_server: anonymous=True needs a loopback host (got host={host!r})")
         try:
             from deephaven_server import Server
         except ImportError as e:
-            raise ImportError("start_server needs the embedded server: pip install 'dh-tf[server]'") from e
+            raise MissingDependencyError("start_server needs the embedded server: pip install 'dh-tf[server]'") from e
         if Server.instance is not None:  # started by the caller's own code
             _server = Server.instance
             return _server

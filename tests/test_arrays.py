@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import dh_tf
-from dh_tf.columns import ArrayLengthError
+from dh_tf.errors import ArrayLengthError
 
 N = 300
 READ_PATHS = ["engine", "public"]

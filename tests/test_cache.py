@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import dh_tf
-from dh_tf.cache import CacheSpaceError
-from dh_tf.engine_source import EngineEpoch
+from dh_tf.errors import CacheSpaceError
+from dh_tf.sources.engine import EngineEpoch
 
 
 @pytest.fixture(scope="module")

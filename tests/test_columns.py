@@ -7,7 +7,9 @@ import re
 import numpy as np
 import pytest
 
-from dh_tf.columns import ARRAY_KINDS, ColumnTypes, Field, build_layout, column_kind
+import dh_tf
+from dh_tf.reading.layout import Field, build_layout
+from dh_tf.sources.column_types import ARRAY_KINDS, ColumnTypes, column_kind
 
 TYPES = {
     "X": "double",
@@ -99,7 +101,7 @@ def test_array_kinds_read_their_elements():
     assert (kind.is_array, kind.element_type, kind.dtype, kind.null_value) == (
         True, "float", np.dtype("float32"), np.float32(-np.finfo(np.float32).max))
     assert not column_kind("double").is_array
-    with pytest.raises(KeyError):
+    with pytest.raises(dh_tf.ArgumentTypeError, match="column type 'char' is not supported; supported types: byte, short"):
         column_kind("char")
 
 
@@ -146,8 +148,8 @@ def test_label_dtype_is_applied():
 
 
 def test_engine_chunks_get_shorter_for_wide_rows():
-    from dh_tf._engine_read import CHUNK_ROWS, chunk_rows
-    from dh_tf.columns import COLUMN_KINDS
+    from dh_tf.sources.column_types import COLUMN_KINDS
+    from dh_tf.sources.engine_read import CHUNK_ROWS, chunk_rows
 
     assert chunk_rows({f"F{i}": COLUMN_KINDS["float"] for i in range(16)}) == CHUNK_ROWS == 65536
     assert chunk_rows({f"D{i}": COLUMN_KINDS["double"] for i in range(80)}) == 12288  # 640 B rows: 13107 -> 12288

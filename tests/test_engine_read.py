@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dh_tf import _engine_read
-from dh_tf.columns import COLUMN_KINDS
-from dh_tf.engine_source import EngineSource
+from dh_tf.sources import engine_read
+from dh_tf.sources.column_types import COLUMN_KINDS
+from dh_tf.sources.engine import EngineSource
 
 FORMULAS = [
     "B = i % 7 == 0 ? NULL_BYTE : (byte)(i % 100)",
@@ -25,14 +25,14 @@ def parquet_table(make_table, tmp_path_factory):
     from deephaven import parquet
 
     path = str(tmp_path_factory.mktemp("engine") / "t.parquet")
-    # Small row groups so spans cross row-group boundaries (sparse row keys, DESIGN.md section 2).
+    # Small row groups so spans cross row-group boundaries (sparse row keys, docs/design.md section 2).
     parquet.write(make_table(300_000, *FORMULAS), path, max_dictionary_keys=0, target_page_size=1 << 16)
     # A formula Boolean (update_view) cannot be reinterpreted as bytes: it must be wrapped instead.
     return parquet.read(path).where("Id % 3 != 1").update_view("ViewBool = isNull(Bool) ? null : !Bool")
 
 
 def test_fast_path_is_available_here(server):
-    assert _engine_read.available()
+    assert engine_read.available()
 
 
 @pytest.mark.parametrize("spans", [[(0, 200_000)], [(5, 6)], [(199_990, 200_000), (0, 70_000), (123_456, 190_000)]])
@@ -44,7 +44,7 @@ def test_engine_read_equals_to_numpy_on_the_same_rows(parquet_table, spans):
     kinds = {c: COLUMN_KINDS[types[c]] for c in columns}
     rows = sum(b - a for a, b in spans)
     out = {c: np.full(rows, 77, dtype=kinds[c].dtype) for c in columns}
-    reader = _engine_read.EngineColumnReader(parquet_table.j_table, kinds)
+    reader = engine_read.EngineColumnReader(parquet_table.j_table, kinds)
     try:
         reader.read(spans, out)
     finally:
@@ -60,7 +60,7 @@ def test_engine_read_equals_to_numpy_on_the_same_rows(parquet_table, spans):
 
 
 def test_concurrent_readers_on_disjoint_ranges_equal_the_serial_read(parquet_table):
-    """NOTE [ Reader threads ]: one fill context per thread makes concurrent fillChunk safe (DESIGN.md 4)."""
+    """NOTE [ Reader threads ]: one fill context per thread makes concurrent fillChunk safe (docs/design.md section 4)."""
     import threading
 
     types = EngineSource(parquet_table, "test").column_types
@@ -70,7 +70,7 @@ def test_concurrent_readers_on_disjoint_ranges_equal_the_serial_read(parquet_tab
 
     def read(spans):
         out = {c: np.empty(sum(b - a for a, b in spans), dtype=kinds[c].dtype) for c in columns}
-        reader = _engine_read.EngineColumnReader(parquet_table.j_table, kinds)
+        reader = engine_read.EngineColumnReader(parquet_table.j_table, kinds)
         try:
             reader.read(spans, out)
         finally:

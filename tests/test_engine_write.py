@@ -1,4 +1,4 @@
-"""The engine write path (dh_tf._engine_write) against the public deephaven.numpy.to_table on the same arrays."""
+"""The engine write path (dh_tf.write.engine_write) against the public deephaven.numpy.to_table on the same arrays."""
 
 from __future__ import annotations
 
@@ -24,18 +24,18 @@ def _arrays() -> dict[str, np.ndarray]:
 
 
 def test_available(server):
-    from dh_tf import _engine_write
+    from dh_tf.write import engine_write
 
-    assert _engine_write.available()
+    assert engine_write.available()
 
 
 def test_same_table_as_public_to_table(server):
     from deephaven.numpy import to_numpy, to_table
 
-    from dh_tf import _engine_write
+    from dh_tf.write import engine_write
 
     arrays = _arrays()
-    ours = _engine_write.to_table(arrays)
+    ours = engine_write.to_table(arrays)
     assert ours.size == ROWS and not ours.is_refreshing
     for name, values in arrays.items():
         public = to_table(values.reshape(-1, 1), [name])
@@ -49,10 +49,10 @@ def test_same_table_as_public_to_table(server):
 def test_nan_stays_nan(server):
     from deephaven.numpy import to_numpy
 
-    from dh_tf import _engine_write
+    from dh_tf.write import engine_write
 
     values = np.array([1.0, np.nan, 3.0], dtype=np.float32)
-    table = _engine_write.to_table({"F": values})
+    table = engine_write.to_table({"F": values})
     assert table.where("isNull(F)").size == 0 and table.where("isNaN(F)").size == 1
     np.testing.assert_array_equal(to_numpy(table, ["F"])[:, 0], values)
 
@@ -61,12 +61,12 @@ def test_columns_of_a_sparse_base_pair_by_position(server):
     from deephaven import empty_table
     from deephaven.numpy import to_numpy
 
-    from dh_tf import _engine_write
+    from dh_tf.write import engine_write
 
     base = empty_table(3 * ROWS).update(["Id = (long)i", "Key = `k` + i", "Ts = '2024-01-01T00:00:00Z' + i * SECOND"])
     base = base.where("Id % 3 != 0")  # sparse row keys
     values = np.arange(base.size, dtype=np.float64) * 0.5
-    table = _engine_write.to_table({"P": values}, base.view(["Id", "Key", "Ts"]).snapshot())
+    table = engine_write.to_table({"P": values}, base.view(["Id", "Key", "Ts"]).snapshot())
     assert [c.name for c in table.columns] == ["Id", "Key", "Ts", "P"]
     assert str(table.columns[2].data_type) == str(base.columns[2].data_type)
     np.testing.assert_array_equal(to_numpy(table, ["Id"])[:, 0], to_numpy(base, ["Id"])[:, 0])
@@ -77,18 +77,18 @@ def test_columns_of_a_sparse_base_pair_by_position(server):
 def test_builder_fills_pieces_and_checks_bounds(server):
     from deephaven.numpy import to_numpy
 
-    from dh_tf import _engine_write
+    from dh_tf.write import engine_write
 
-    builder = _engine_write.ColumnBuilder(np.int32, 6)
+    builder = engine_write.ColumnBuilder(np.int32, 6)
     builder.put(0, np.array([1, 2, 3], dtype=np.int32))
     builder.put(3, np.array([4, 5, 6], dtype=np.int32))
-    table = _engine_write.table_from_sources(6, {"X": builder.column_source()})
+    table = engine_write.table_from_sources(6, {"X": builder.column_source()})
     np.testing.assert_array_equal(to_numpy(table, ["X"])[:, 0], [1, 2, 3, 4, 5, 6])
     with pytest.raises(ValueError, match=r"rows \[5, 8\) are outside \[0, 6\)"):
         builder.put(5, np.zeros(3, dtype=np.int32))
     with pytest.raises(ValueError, match="values must be 1-D int32"):
         builder.put(0, np.zeros(3, dtype=np.int64))
     with pytest.raises(TypeError, match="dtype must be one of"):
-        _engine_write.ColumnBuilder(np.uint8, 3)
+        engine_write.ColumnBuilder(np.uint8, 3)
     with pytest.raises(ValueError, match="same number of rows"):
-        _engine_write.to_table({"A": np.zeros(2), "B": np.zeros(3)})
+        engine_write.to_table({"A": np.zeros(2), "B": np.zeros(3)})

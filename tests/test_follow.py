@@ -14,8 +14,10 @@ import time
 import numpy as np
 import pytest
 
-import dh_tf.follow_mode as follow_mod
-from dh_tf.follow_mode import FollowError, follow, follow_dataset
+import dh_tf.live.follow as follow_mod
+from dh_tf.errors import FollowError
+from dh_tf.live.follow import follow
+from dh_tf.tf.follow_dataset import follow_dataset
 
 DEADLINE_S = 15
 

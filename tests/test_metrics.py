@@ -9,7 +9,8 @@ import pytest
 from conftest import run_python
 
 import dh_tf
-from dh_tf.metrics import MetricsTable, plot_metrics
+from dh_tf.write.metrics_plot import plot_metrics
+from dh_tf.write.metrics_table import MetricsTable
 
 ROWS, BATCH = 1000, 64  # 16 steps per epoch, the last one of 40 rows
 STEPS = 16
@@ -188,7 +189,7 @@ def test_is_a_keras_callback_and_importing_the_module_imports_no_keras_nor_deeph
     metrics = MetricsTable()
     assert isinstance(metrics, keras.callbacks.Callback) and isinstance(metrics, MetricsTable)
     code = (
-        "import sys, dh_tf.metrics\n"
+        "import sys, dh_tf.write.metrics_table\n"
         "heavy = [m for m in ('keras', 'tensorflow', 'deephaven', 'jpy') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dh_tf.batching import align_groups, num_batches, split_batches
-from dh_tf.plan import page_permutation, page_positions, plan_epoch
+from dh_tf.reading.batching import align_groups, num_batches, split_batches
+from dh_tf.reading.plan import page_permutation, page_positions, plan_epoch
 
 
 def delivered_positions(num_rows, page_rows, **kw):
@@ -164,7 +164,7 @@ def test_skipping_rows_resumes_the_uninterrupted_order(skip_rows, shuffle):
 
 
 def test_read_plan_counts_batches_per_shard():
-    from dh_tf.plan import ReadPlan
+    from dh_tf.reading.plan import ReadPlan
 
     assert ReadPlan(page_rows=64, batch_size=16).num_batches(1003) == 63
     assert ReadPlan(page_rows=64, batch_size=16, num_shards=4, shard_index=3).num_batches(1003) == 16

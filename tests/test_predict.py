@@ -70,7 +70,7 @@ def types(table) -> dict[str, str]:
 
 @pytest.mark.parametrize("write_path", ["engine", "public"])
 def test_in_heap_predictions_in_table_order(keras, table, write_path):
-    from dh_tf.predict import predict_table
+    from dh_tf.write.predict_table import predict_table
 
     model = dense(keras, weights=np.array([[0.5], [-2.0], [1.5]]))
     source = table.where("Id % 3 != 0")  # sparse row keys
@@ -87,7 +87,7 @@ def test_in_heap_predictions_in_table_order(keras, table, write_path):
 
 
 def test_prediction_is_feature_a_exactly_so_order_is_exact(keras, table):
-    from dh_tf.predict import predict_table
+    from dh_tf.write.predict_table import predict_table
 
     source = table.where("Id % 5 < 3")
     result = predict_table(dense(keras), source, FEATURES, keep="Id", output="P", batch_size=500, page_rows=5000)
@@ -95,7 +95,7 @@ def test_prediction_is_feature_a_exactly_so_order_is_exact(keras, table):
 
 
 def test_parquet_path_filtered_parquet_input(keras, parquet_table, tmp_path):
-    from dh_tf.predict import PAGE_FILE, predict_table
+    from dh_tf.write.predict_table import PAGE_FILE, predict_table
 
     model = dense(keras, weights=np.array([[1.0], [2.0], [3.0]]))
     source = parquet_table.where(["Id % 3 != 0", "C > -3"])
@@ -112,7 +112,7 @@ def test_parquet_path_filtered_parquet_input(keras, parquet_table, tmp_path):
 
 
 def test_keras_predict_step_and_a_partial_last_batch(keras, table):
-    from dh_tf.predict import predict_table
+    from dh_tf.write.predict_table import predict_table
 
     class Doubled(keras.Model):
         def predict_step(self, data):  # model.predict calls it: so must predict_table
@@ -130,7 +130,7 @@ def test_keras_predict_step_and_a_partial_last_batch(keras, table):
 
 
 def test_multi_column_and_float64_outputs(keras, table):
-    from dh_tf.predict import predict_table
+    from dh_tf.write.predict_table import predict_table
 
     source = table.head(5000)
     model = dense(keras, 3, weights=np.arange(9.0).reshape(3, 3), dtype="float64")
@@ -142,7 +142,7 @@ def test_multi_column_and_float64_outputs(keras, table):
 
 
 def test_multi_output_dict_and_list_models(keras, table):
-    from dh_tf.predict import predict_table
+    from dh_tf.write.predict_table import predict_table
 
     source = table.head(3000)
     inputs = keras.Input((3,))
@@ -160,7 +160,7 @@ def test_multi_output_dict_and_list_models(keras, table):
 
 
 def test_callable_with_int_outputs_and_dict_features(table):
-    from dh_tf.predict import predict_table
+    from dh_tf.write.predict_table import predict_table
 
     def classify(x):
         return {"label": (x["ab"][:, 0] % 4).astype(np.int32), "big": x["c"].astype(np.int64) * 10**10}
@@ -175,7 +175,7 @@ def test_callable_with_int_outputs_and_dict_features(table):
 
 
 def test_empty_table(keras, table, tmp_path):
-    from dh_tf.predict import predict_table
+    from dh_tf.write.predict_table import predict_table
 
     empty = table.where("Id < 0")
     result = predict_table(dense(keras, 2), empty, FEATURES, keep=["Key"], output=["P", "Q"])
@@ -187,7 +187,7 @@ def test_empty_table(keras, table, tmp_path):
 def test_refreshing_input_is_scored_as_one_snapshot(keras, server):
     from deephaven import time_table
 
-    from dh_tf.predict import predict_table
+    from dh_tf.write.predict_table import predict_table
 
     ticking = time_table("PT0.001s").update(["Id = ii", "A = (double)ii", "B = 1.0", "C = -1.0"])
     deadline = time.monotonic() + 30
@@ -203,7 +203,7 @@ def test_refreshing_input_is_scored_as_one_snapshot(keras, server):
 
 
 def test_bad_output_count_for_keras_models(keras, table):
-    from dh_tf.predict import predict_table
+    from dh_tf.write.predict_table import predict_table
 
     inputs = keras.Input((3,))
     two = keras.Model(inputs, {"p": keras.layers.Dense(2)(inputs), "q": keras.layers.Dense(1)(inputs)})
@@ -218,7 +218,7 @@ def test_bad_output_count_for_keras_models(keras, table):
 
 
 def test_bad_callable_output_fails_at_first_group_and_leaves_nothing(table, tmp_path):
-    from dh_tf.predict import predict_table
+    from dh_tf.write.predict_table import predict_table
 
     calls = []
 
@@ -237,7 +237,7 @@ def test_bad_callable_output_fails_at_first_group_and_leaves_nothing(table, tmp_
 
 
 def test_bad_keep_path_and_options(keras, table, tmp_path):
-    from dh_tf.predict import predict_table
+    from dh_tf.write.predict_table import predict_table
 
     model = dense(keras)
     with pytest.raises(ValueError, match=r"predict_table: keep must name columns of the table \(got unknown \['Nope'\]; the table has \['Id', 'A',"):
@@ -281,7 +281,7 @@ import keras
 from deephaven import parquet
 from deephaven.numpy import to_numpy
 from dh_tf.diagnostics import memory_report
-from dh_tf.predict import predict_table
+from dh_tf.write.predict_table import predict_table
 features = [f"F{i}" for i in range(int(sys.argv[6]))]
 model = keras.Sequential([keras.Input((len(features),)), keras.layers.Dense(1)])
 weights = np.linspace(-1, 1, len(features), dtype=np.float32).reshape(-1, 1)
@@ -318,7 +318,7 @@ def big_parquet(tmp_path_factory):
     path = tmp_path_factory.mktemp("big") / "big.parquet"
     schema = pa.schema([("Id", pa.int64())] + [(f"F{i}", pa.float64()) for i in range(BIG_COLUMNS)])
     step = 400_000
-    # PLAIN, uncompressed: the fast decode path (DESIGN.md section 4), so the test times scoring, not decoding
+    # PLAIN, uncompressed: the fast decode path (docs/design.md section 4), so the test times scoring, not decoding
     with pq.ParquetWriter(path, schema, compression="none", use_dictionary=False) as writer:
         for start in range(0, BIG_ROWS, step):
             ids = np.arange(start, start + step, dtype=np.int64)

@@ -10,7 +10,7 @@ import pytest
 import test_follow
 from test_follow import DEADLINE_S, Publisher, assert_clean
 
-from dh_tf.predict_follow import THREAD_NAME, predict_follow
+from dh_tf.write.predict_follow import THREAD_NAME, predict_follow
 
 fast_update_graph = test_follow.fast_update_graph  # the same module fixture: 10 ms update cycles
 pytestmark = pytest.mark.usefixtures("fast_update_graph")

@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from dh_tf.prefetch import READER_THREAD_NAME, read_in_order
+from dh_tf.reading.reader_threads import READER_THREAD_NAME, read_in_order
 
 
 def reader_threads():

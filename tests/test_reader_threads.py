@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import dh_tf
-from dh_tf.prefetch import READER_THREAD_NAME
+from dh_tf.reading.reader_threads import READER_THREAD_NAME
 
 
 @pytest.fixture(scope="module")

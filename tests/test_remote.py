@@ -18,7 +18,8 @@ import pytest
 from conftest import REPO, TEST_PSK, free_port, run_python
 
 import dh_tf
-from dh_tf.remote_source import RemoteReadError, RemoteSource
+from dh_tf.errors import RemoteReadError
+from dh_tf.sources.remote import RemoteSource
 
 PSK_AUTH = "io.deephaven.authentication.psk.PskAuthenticationHandler"
 NUM_ROWS = 150_001

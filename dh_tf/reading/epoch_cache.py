@@ -29,14 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from dh_tf.columns import Layout
-from dh_tf.pages import PageReader, deliver
-from dh_tf.plan import PagePlan, Span
-from dh_tf.source import EpochView
-
-
-class CacheSpaceError(OSError):
-    """The cache directory's file system has no room for the cache."""
+from dh_tf.errors import ArgumentError, ArgumentTypeError, CacheError, CacheSpaceError
+from dh_tf.reading.layout import Layout
+from dh_tf.reading.pages import PageReader, deliver
+from dh_tf.reading.plan import PagePlan
+from dh_tf.sources.protocol import EpochView, Span
 
 
 def check_cache_arg(cache: Any, where: str) -> str | None:
@@ -51,15 +48,15 @@ def check_cache_arg(cache: Any, where: str) -> str | None:
     if cache is True:
         return tempfile.gettempdir()
     if not isinstance(cache, (str, os.PathLike)) or isinstance(cache, bytes):
-        raise TypeError(
+        raise ArgumentTypeError(
             f"{where}: cache must be False, True (a temporary directory) or a directory path "
             f"(got {cache!r} of type {type(cache).__name__})"
         )
     directory = Path(cache)
     if not directory.is_dir():
-        raise ValueError(f"{where}: cache directory {str(directory)!r} does not exist or is not a directory")
+        raise ArgumentError(f"{where}: cache directory {str(directory)!r} does not exist or is not a directory")
     if not os.access(directory, os.W_OK | os.X_OK):
-        raise ValueError(f"{where}: cache directory {str(directory)!r} is not writable")
+        raise ArgumentError(f"{where}: cache directory {str(directory)!r} is not writable")
     return str(directory)
 
 
@@ -82,7 +79,7 @@ class EpochCache:
         try:
             self.directory = tempfile.mkdtemp(prefix="dh_tf-cache-", dir=parent)
         except OSError as e:
-            raise ValueError(f"{where}: cannot create the cache in {parent!r}: {e}") from e
+            raise ArgumentError(f"{where}: cannot create the cache in {parent!r}: {e}") from e
         self._fds: list[int] = []
         self._finalizer = weakref.finalize(self, _remove, self.directory, self._fds)
         try:
@@ -196,7 +193,7 @@ def _read_all(fd: int, out: memoryview, offset: int) -> None:
     while len(out):
         got = os.preadv(fd, [out], offset)
         if got == 0:
-            raise OSError(errno.EIO, f"dh_tf cache: file ended early at byte {offset}")
+            raise CacheError(errno.EIO, f"dh_tf cache: file ended early at byte {offset}")
         out, offset = out[got:], offset + got
 
 

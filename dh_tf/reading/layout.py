@@ -35,6 +35,9 @@ from typing import Any
 
 import numpy as np
 
+from dh_tf.errors import ArgumentError, ArgumentTypeError
+from dh_tf.sources.column_types import ARRAY_KINDS, COLUMN_KINDS, SUPPORTED_TYPES, ColumnKind, column_kind
+
 #: A column spec: one name (an array of shape ``[batch]``), a list of names (``[batch, n]``), or a
 #: dict of name -> one of those (a dict of arrays, for multi-input / multi-output Keras models).
 #: Array columns add a dimension (NOTE [ Array columns ]).
@@ -43,88 +46,6 @@ ColumnSpec = str | Sequence[str] | Mapping[str, str | Sequence[str]]
 NullPolicy = str | float | int
 
 NULL_POLICIES = ("error", "nan")
-
-
-class ArrayLengthError(ValueError):
-    """A row of an array column has another length than the column's (NOTE [ Array columns ])."""
-
-
-@dataclass(frozen=True)
-class ColumnKind:
-    """How one Deephaven column type is read: its numpy dtype and its null sentinel.
-
-    For an array column, ``dtype`` and ``null_value`` are those of its elements and
-    ``element_type`` names the element's Deephaven type (None for scalar columns).
-    """
-
-    deephaven_type: str
-    dtype: np.dtype
-    null_value: Any
-    element_type: str | None = None
-
-    @property
-    def is_array(self) -> bool:
-        """True for a column of arrays or vectors."""
-        return self.element_type is not None
-
-
-def _kind(deephaven_type: str, dtype: str, null_value: Any) -> ColumnKind:
-    return ColumnKind(deephaven_type, np.dtype(dtype), np.array(null_value, dtype=dtype)[()])
-
-
-# Deephaven's null sentinels (io.deephaven.util.QueryConstants). Boolean columns are read as bytes
-# (io.deephaven.util.BooleanUtils: true 1, false 0, null -128).
-COLUMN_KINDS: dict[str, ColumnKind] = {
-    kind.deephaven_type: kind
-    for kind in (
-        _kind("byte", "int8", -128),
-        _kind("short", "int16", -32768),
-        _kind("int", "int32", -(2**31)),
-        _kind("long", "int64", -(2**63)),
-        _kind("float", "float32", -np.finfo(np.float32).max),
-        _kind("double", "float64", -np.finfo(np.float64).max),
-        _kind("java.lang.Boolean", "int8", -128),
-    )
-}
-_ARRAY_ELEMENTS = {"byte": "Byte", "short": "Short", "int": "Int", "long": "Long", "float": "Float", "double": "Double"}
-#: Array column type -> how its elements are read (NOTE [ Array columns ]).
-ARRAY_KINDS: dict[str, ColumnKind] = {
-    name: ColumnKind(name, COLUMN_KINDS[element].dtype, COLUMN_KINDS[element].null_value, element)
-    for element, boxed in _ARRAY_ELEMENTS.items()
-    for name in (f"{element}[]", f"io.deephaven.vector.{boxed}Vector")
-}
-SUPPORTED_TYPES = (
-    "byte, short, int, long, float, double, java.lang.Boolean; arrays: "
-    + ", ".join(f"{e}[]" for e in _ARRAY_ELEMENTS)
-    + "; vectors: "
-    + ", ".join(f"io.deephaven.vector.{b}Vector" for b in _ARRAY_ELEMENTS.values())
-)
-ARRAY_LENGTH_PROBE_ROWS = 1000
-"""Rows looked at for the first non-null array when a loader is built (NOTE [ Array columns ])."""
-
-
-def column_kind(deephaven_type: str) -> ColumnKind:
-    """The kind of a supported scalar or array column type.
-
-    Raises:
-        KeyError: the type is not supported (``build_layout`` rejects such columns first).
-    """
-    kind = COLUMN_KINDS.get(deephaven_type) or ARRAY_KINDS.get(deephaven_type)
-    if kind is None:
-        raise KeyError(deephaven_type)
-    return kind
-
-
-class ColumnTypes(dict):  # type: ignore[type-arg]
-    """Column name -> Deephaven type name, as a source reports them, plus array lengths if it can tell.
-
-    ``array_length(name)`` returns the length of the arrays in column ``name`` (None when the
-    table has no row to look at); a plain dict (a source without it) cannot feed array columns.
-    """
-
-    def __init__(self, types: Mapping[str, str], array_length: Callable[[str], int | None] | None = None) -> None:
-        super().__init__(types)
-        self.array_length = array_length
 
 
 @dataclass(frozen=True)
@@ -227,9 +148,9 @@ def build_layout(
     float_dtype = _numeric_dtype(dtype, "dtype", where)
     fixed_label_dtype = None if label_dtype is None else _numeric_dtype(label_dtype, "label_dtype", where)
     if sample_weight is not None and label is None:
-        raise ValueError(f"{where}: sample_weight needs a label (got label=None)")
+        raise ArgumentError(f"{where}: sample_weight needs a label (got label=None)")
     if sample_weight is not None and not isinstance(sample_weight, str):
-        raise TypeError(
+        raise ArgumentTypeError(
             f"{where}: sample_weight must be one column name (got {sample_weight!r} of type "
             f"{type(sample_weight).__name__})"
         )
@@ -279,12 +200,12 @@ def _numeric_dtype(dtype: Any, arg: str, where: str) -> np.dtype:
     try:
         result = np.dtype(dtype)
     except (TypeError, ValueError) as e:
-        raise TypeError(
+        raise ArgumentTypeError(
             f"{where}: {arg} must be a numeric numpy dtype, e.g. 'float32' or 'int64' (got {dtype!r} of type "
             f"{type(dtype).__name__})"
         ) from e
     if result.kind not in "fiu":
-        raise TypeError(
+        raise ArgumentTypeError(
             f"{where}: {arg} must be a numeric numpy dtype (int, uint or float kinds), e.g. 'float32' or "
             f"'int64' (got {dtype!r}: {result})"
         )
@@ -295,13 +216,13 @@ def _parse_spec(spec: Any, arg: str, where: str) -> list[tuple[str | None, tuple
     """Splits one spec into (dict key or None, column names, squeeze) entries."""
     if isinstance(spec, Mapping):
         if not spec:
-            raise ValueError(f"{where}: {arg} must name at least one column (got an empty dict)")
+            raise ArgumentError(f"{where}: {arg} must name at least one column (got an empty dict)")
         entries = []
         for key, sub in spec.items():
             if not isinstance(key, str):
-                raise TypeError(f"{where}: {arg} dict keys must be str (got {key!r} of type {type(key).__name__})")
+                raise ArgumentTypeError(f"{where}: {arg} dict keys must be str (got {key!r} of type {type(key).__name__})")
             if isinstance(sub, Mapping):
-                raise TypeError(
+                raise ArgumentTypeError(
                     f"{where}: {arg}[{key!r}] must be a column name or a list of names; nested dicts are not "
                     f"supported (got {sub!r}); use one flat dict of name -> names"
                 )
@@ -310,15 +231,15 @@ def _parse_spec(spec: Any, arg: str, where: str) -> list[tuple[str | None, tuple
         return entries
     if isinstance(spec, str):
         if not spec:
-            raise ValueError(f"{where}: {arg} must be a column name, not an empty string")
+            raise ArgumentError(f"{where}: {arg} must be a column name, not an empty string")
         return [(None, (spec,), True)]
     if isinstance(spec, Sequence) and all(isinstance(c, str) for c in spec):
         if not spec:
-            raise ValueError(f"{where}: {arg} must name at least one column (got {spec!r})")
+            raise ArgumentError(f"{where}: {arg} must name at least one column (got {spec!r})")
         if len(set(spec)) != len(spec):
-            raise ValueError(f"{where}: {arg} names a column twice (got {list(spec)!r})")
+            raise ArgumentError(f"{where}: {arg} names a column twice (got {list(spec)!r})")
         return [(None, tuple(spec), False)]
-    raise TypeError(
+    raise ArgumentTypeError(
         f"{where}: {arg} must be a column name, a list of names, or a dict of name -> names "
         f"(got {spec!r} of type {type(spec).__name__})"
     )
@@ -337,18 +258,18 @@ def _array_lengths(
         if type_name not in ARRAY_KINDS:
             continue
         if array_length is None:
-            raise TypeError(
+            raise ArgumentTypeError(
                 f"{where}: column {column!r} ({type_name}) is an array column, and this source cannot tell "
                 "array lengths; array columns are read from tables of the embedded engine"
             )
         length = array_length(column)
         if length is None:
-            raise ValueError(
+            raise ArgumentError(
                 f"{where}: column {column!r} ({type_name}) is an array column whose length is read from the "
                 "first rows, but the table has no rows; build the loader once the table has rows"
             )
         if length < 1:
-            raise ValueError(
+            raise ArgumentError(
                 f"{where}: column {column!r} ({type_name}) holds empty arrays (row 0 has length {length}); "
                 "array columns need arrays of length >= 1"
             )
@@ -365,14 +286,14 @@ def _field_array_length(
         return None
     if len(arrays) != len(columns):
         scalars = [c for c in columns if c not in arrays]
-        raise ValueError(
+        raise ArgumentError(
             f"{where}: {arg} mixes scalar column(s) {scalars} and array column(s) {arrays} in one list; "
             f"put them under separate keys of a dict spec, e.g. {{'sequence': {arrays!r}, 'scalars': {scalars!r}}}"
         )
     distinct = {lengths[c] for c in arrays}
     if len(distinct) > 1:
         listed = ", ".join(f"{c!r}: {lengths[c]}" for c in arrays)
-        raise ValueError(
+        raise ArgumentError(
             f"{where}: {arg} lists array columns of different lengths ({listed}); the columns of one "
             "list must have the same length (they become [batch, n, k])"
         )
@@ -382,7 +303,7 @@ def _field_array_length(
 def _check_columns(table_types: Mapping[str, str], columns: list[str], where: str) -> None:
     missing = [c for c in dict.fromkeys(columns) if c not in table_types]
     if missing:
-        raise ValueError(
+        raise ArgumentError(
             f"{where}: unknown column(s) {missing}; the table has columns {list(table_types)}"
         )
     bad = {
@@ -392,7 +313,7 @@ def _check_columns(table_types: Mapping[str, str], columns: list[str], where: st
     }
     if bad:
         listed = ", ".join(f"{c!r} ({t})" for c, t in bad.items())
-        raise TypeError(
+        raise ArgumentTypeError(
             f"{where}: column(s) {listed} must be numeric or boolean; supported types: "
             f"{SUPPORTED_TYPES}"
         )
@@ -405,7 +326,7 @@ def _null_policies(
     if isinstance(nulls, Mapping):
         unknown = [c for c in nulls if c not in table_types]
         if unknown:
-            raise ValueError(
+            raise ArgumentError(
                 f"{where}: nulls names unknown column(s) {unknown}; the table has columns {list(table_types)}"
             )
         return {c: _check_policy(p, f"nulls[{c!r}]", where) for c, p in nulls.items()}, False
@@ -418,7 +339,7 @@ def _check_policy(policy: Any, arg: str, where: str) -> NullPolicy:
         return policy
     if isinstance(policy, (int, float, np.integer, np.floating)) and not isinstance(policy, bool):
         return policy
-    raise ValueError(
+    raise ArgumentError(
         f"{where}: {arg} must be 'error', 'nan' or a number to fill nulls with "
         f"(got {policy!r} of type {type(policy).__name__})"
     )
@@ -426,33 +347,17 @@ def _check_policy(policy: Any, arg: str, where: str) -> NullPolicy:
 
 def _check_policy_fits(policy: NullPolicy, column: str, out_dtype: np.dtype, where: str) -> None:
     if policy == "nan" and out_dtype.kind != "f":
-        raise ValueError(
+        raise ArgumentError(
             f"{where}: nulls={{{column!r}: 'nan'}} needs a floating output, but column {column!r} goes to a "
             f"{out_dtype} array; use 'error' or a number for it (nulls={{{column!r}: value}})"
         )
     if isinstance(policy, str):
         return
     if out_dtype.kind in "iu" and (not float(policy).is_integer() or not _fits(policy, out_dtype)):
-        raise ValueError(
+        raise ArgumentError(
             f"{where}: the null fill value for column {column!r} must be an integer that fits "
             f"{out_dtype} (got {policy!r})"
         )
-
-
-def array_length_error(column: str, kind: ColumnKind, position: int, length: int, expected: int) -> ArrayLengthError:
-    """The error for a row of array column ``column`` whose length is not the column's."""
-    return ArrayLengthError(
-        f"column {column!r} ({kind.deephaven_type}) holds an array of length {length} at row position {position}, "
-        f"but its arrays have length {expected} (read from its first row when the loader was built); rows of "
-        f"another length are never padded: keep rows of one length with DQL, e.g. table.where('len({column}) == "
-        f"{max(length, expected)}') (a rolling window's first rows are shorter than the window)"
-    )
-
-
-def note_read_error(error: BaseException, column: str | None, start: int, stop: int) -> None:
-    """Adds which column and rows were being read to an engine error (Python >= 3.11 notes)."""
-    if hasattr(error, "add_note"):
-        error.add_note(f"dh_tf: while reading column {column!r}, rows [{start}, {stop})")
 
 
 def _fits(value: Any, dtype: np.dtype) -> bool:

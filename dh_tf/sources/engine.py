@@ -1,6 +1,6 @@
 """The embedded-engine source: a ``deephaven.table.Table`` in this process's JVM (NOTE [ Sources ]).
 
-Reads by the fast engine path (``_engine_read.py``) or, as fallback, the public
+Reads by the fast engine path (``engine_read.py``) or, as fallback, the public
 ``deephaven.numpy.to_numpy``; finds nulls by Deephaven's sentinel values; opens the caller's
 ExecutionContext around engine work, so readers run on threads without one (tf.data threads).
 """
@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from dh_tf import _engine_read
-from dh_tf.columns import (
+from dh_tf.errors import ArgumentError, ArgumentTypeError
+from dh_tf.sources import engine_read
+from dh_tf.sources.column_types import (
     ARRAY_LENGTH_PROBE_ROWS,
     ColumnKind,
     ColumnTypes,
@@ -22,10 +23,10 @@ from dh_tf.columns import (
     column_kind,
     note_read_error,
 )
-from dh_tf.plan import Span
+from dh_tf.sources.protocol import Span
 
 READ_PATHS = {"auto": None, "engine": True, "public": False}
-"""read_path -> whether to use the engine fast path (None: if ``_engine_read.available()``)."""
+"""read_path -> whether to use the engine fast path (None: if ``engine_read.available()``)."""
 
 
 class EngineSource:
@@ -42,7 +43,7 @@ class EngineSource:
     def __init__(self, table: Any, where: str, *, read_path: str = "auto") -> None:
         check_table(table, where)
         if read_path not in READ_PATHS:
-            raise ValueError(f"{where}: read_path must be one of {list(READ_PATHS)} (got {read_path!r})")
+            raise ArgumentError(f"{where}: read_path must be one of {list(READ_PATHS)} (got {read_path!r})")
         self.table = table
         self.column_types = ColumnTypes(
             {column.name: _type_name(column.data_type) for column in table.columns}, self.array_length
@@ -83,7 +84,7 @@ class EngineSource:
                 value = source.get(rows.get(position))
                 if value is not None:
                     return _length(value)
-        raise ValueError(
+        raise ArgumentError(
             f"{self._where}: column {column!r} ({self.column_types[column]}) holds only null arrays in its first "
             f"{probe} rows, so its array length is unknown; drop null rows with DQL: table.where('!isNull({column})')"
         )
@@ -114,9 +115,9 @@ class EngineEpoch:
         self._table = table
         self._kinds = dict(kinds)
         self._exec_ctx = exec_ctx
-        self._fast = _engine_read.available() if fast is None else fast
+        self._fast = engine_read.available() if fast is None else fast
         if fast is None and any(kind.is_array for kind in kinds.values()):
-            self._fast = self._fast and _engine_read.arrays_available()
+            self._fast = self._fast and engine_read.arrays_available()
         self.num_rows = int(table.size)
 
     def open_reader(self) -> EngineSpanReader:
@@ -131,11 +132,11 @@ class EngineSpanReader:
         self._exec_ctx = exec_ctx
         with exec_ctx:
             self._columns: Any = (
-                _engine_read.EngineColumnReader(table.j_table, self._kinds) if fast else PublicColumnReader(table, kinds)
+                engine_read.EngineColumnReader(table.j_table, self._kinds) if fast else PublicColumnReader(table, kinds)
             )
 
     def read(self, spans: Sequence[Span], out: Mapping[str, np.ndarray]) -> dict[str, np.ndarray | None]:
-        # The context is thread-local and opened per read, never across a yield (DESIGN.md section 2).
+        # The context is thread-local and opened per read, never across a yield (docs/design.md section 2).
         with self._exec_ctx:
             self._columns.read(spans, out)
         masks: dict[str, np.ndarray | None] = {}
@@ -234,12 +235,12 @@ def check_table(table: Any, where: str) -> None:
     try:
         from deephaven.table import Table
     except Exception as e:
-        raise TypeError(
+        raise ArgumentTypeError(
             f"{where}: table must be a deephaven.table.Table (got {type(table).__name__}); "
             f"import deephaven failed ({e}), start the Deephaven server or embedded server first"
         ) from e
     if not isinstance(table, Table):
-        raise TypeError(f"{where}: table must be a deephaven.table.Table (got {type(table).__name__})")
+        raise ArgumentTypeError(f"{where}: table must be a deephaven.table.Table (got {type(table).__name__})")
 
 
 def _type_name(data_type: Any) -> str:

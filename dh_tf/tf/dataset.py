@@ -17,20 +17,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from dh_tf import batching
-from dh_tf.columns import ColumnSpec, Layout
-from dh_tf.loader import TableLoader
-
-
-def import_tensorflow() -> Any:
-    """Imports TensorFlow, or raises ImportError with an install hint."""
-    try:
-        import tensorflow as tf
-    except ImportError as e:
-        raise ImportError(
-            "dh_tf.to_dataset needs TensorFlow: pip install tensorflow (or tensorflow-cpu)"
-        ) from e
-    return tf
+from dh_tf.errors import ArgumentError, ArgumentTypeError
+from dh_tf.reading import batching
+from dh_tf.reading.layout import ColumnSpec
+from dh_tf.reading.loader import TableLoader
+from dh_tf.tf.specs import import_tensorflow, output_signature
 
 
 def to_dataset(
@@ -76,10 +67,10 @@ def to_dataset(
     """
     if follow is not False:
         if follow is not True:
-            raise TypeError(f"to_dataset: follow must be True or False (got {follow!r} of type {type(follow).__name__})")
+            raise ArgumentTypeError(f"to_dataset: follow must be True or False (got {follow!r} of type {type(follow).__name__})")
         if input_context is not None:
-            raise ValueError("to_dataset: follow=True reads a live table in arrival order; it takes no input_context")
-        from dh_tf.follow_mode import follow_dataset
+            raise ArgumentError("to_dataset: follow=True reads a live table in arrival order; it takes no input_context")
+        from dh_tf.tf.follow_dataset import follow_dataset
 
         return follow_dataset(table, features, label, **options)
     if input_context is not None:
@@ -90,17 +81,17 @@ def to_dataset(
 def _shard_options(input_context: Any, options: dict[str, Any]) -> dict[str, Any]:
     tf = import_tensorflow()
     if not isinstance(input_context, tf.distribute.InputContext):
-        raise TypeError(
+        raise ArgumentTypeError(
             f"to_dataset: input_context must be a tf.distribute.InputContext (got {input_context!r} of type "
             f"{type(input_context).__name__})"
         )
     clash = [name for name in ("num_shards", "shard_index") if name in options]
     if clash:
-        raise ValueError(f"to_dataset: pass input_context or {' / '.join(clash)}, not both")
+        raise ArgumentError(f"to_dataset: pass input_context or {' / '.join(clash)}, not both")
     global_batch = options.get("batch_size", 32)
     replicas = input_context.num_replicas_in_sync
     if isinstance(global_batch, int) and not isinstance(global_batch, bool) and global_batch % replicas:
-        raise ValueError(
+        raise ArgumentError(
             f"to_dataset: batch_size (the global batch size) must divide by num_replicas_in_sync={replicas} "
             f"(got batch_size={global_batch})"
         )
@@ -112,12 +103,6 @@ def _shard_options(input_context: Any, options: dict[str, Any]) -> dict[str, Any
     }
 
 
-def output_signature(layout: Layout, tf: Any) -> Any:
-    """The ``tf.TensorSpec`` structure of one group, rows dimension unknown."""
-    specs = [tf.TensorSpec(shape=(None, *field.shape), dtype=tf.as_dtype(field.dtype)) for field in layout.fields]
-    return layout.assemble(specs)
-
-
 def dataset_from_loader(loader: TableLoader) -> Any:
     """Wraps an existing loader as a ``tf.data.Dataset`` (see :func:`to_dataset`)."""
     tf = import_tensorflow()
@@ -125,7 +110,7 @@ def dataset_from_loader(loader: TableLoader) -> Any:
 
     def batches_of(*group: Any) -> Any:
         # Slices over a range, not from_tensor_slices(...).batch(): that one makes every row a
-        # dataset element (~10x slower, DESIGN.md section 3).
+        # dataset element (~10x slower, docs/design.md section 3).
         element = group if len(group) > 1 else group[0]
         rows = tf.shape(tf.nest.flatten(element)[0], out_type=tf.int64)[0]
         count = batching.num_batches(rows, batch_size, drop_remainder)  # works on tensors too

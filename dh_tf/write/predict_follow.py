@@ -19,8 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from dh_tf.columns import COLUMN_KINDS, ColumnSpec
-from dh_tf.follow_mode import Follower, follow
+from dh_tf.errors import ArgumentError, ArgumentTypeError
+from dh_tf.live.follow import Follower, follow
+from dh_tf.reading.layout import ColumnSpec
+from dh_tf.sources.column_types import COLUMN_KINDS
 
 THREAD_NAME = "dh_tf-predict-follow"
 _WHERE = "predict_follow"
@@ -68,22 +70,22 @@ def predict_follow(
     """
     outputs = [output] if isinstance(output, str) else list(output) if isinstance(output, Sequence) else None
     if not outputs or not all(isinstance(name, str) and name for name in outputs) or len(set(outputs)) != len(outputs):
-        raise ValueError(f"{_WHERE}: output must be a column name or a list of distinct names (got {output!r})")
+        raise ArgumentError(f"{_WHERE}: output must be a column name or a list of distinct names (got {output!r})")
     kept = [] if keep is None else [keep] if isinstance(keep, str) else list(keep)
     types = {column.name: column.data_type for column in getattr(table, "columns", [])}
     for name in kept:
         if not isinstance(name, str) or name not in types:
-            raise ValueError(f"{_WHERE}: keep names unknown column {name!r}; the table has columns {list(types)}")
+            raise ArgumentError(f"{_WHERE}: keep names unknown column {name!r}; the table has columns {list(types)}")
         if types[name].j_name not in _KEEP_TYPES:
-            raise TypeError(
+            raise ArgumentTypeError(
                 f"{_WHERE}: keep column {name!r} ({types[name].j_name}) must be numeric: one of {', '.join(_KEEP_TYPES)}"
             )
     clash = sorted(set(kept) & set(outputs))
     if clash:
-        raise ValueError(f"{_WHERE}: output names clash with keep columns {clash}")
+        raise ArgumentError(f"{_WHERE}: output names clash with keep columns {clash}")
     for option in ("label", "sample_weight", "label_dtype"):
         if option in follow_options:
-            raise TypeError(f"{_WHERE}: got an unexpected option {option!r} (the kept columns are keep=)")
+            raise ArgumentTypeError(f"{_WHERE}: got an unexpected option {option!r} (the kept columns are keep=)")
     follower = follow(
         table,
         features,
@@ -122,7 +124,7 @@ class LivePredictions:
         self._exec_ctx = get_exec_ctx()
         self._predict = getattr(model, "predict_on_batch", model)
         definition = {**keep_types, **dict.fromkeys(outputs, dtypes.double)}
-        self.blink, self._publisher = table_publisher("dh_tf.predict_follow", definition)
+        self.blink, self._publisher = table_publisher("dh_tf.write.predict_follow", definition)
         self.table = blink_to_append_only(self.blink)
         self._halt = threading.Event()
         self._batches = iter(follower)  # listening starts now
@@ -158,7 +160,7 @@ class LivePredictions:
                 rows = len(next(iter(kept.values()))) if kept else len(predictions)
                 predictions = predictions.reshape(rows, -1)
                 if predictions.shape[1] != len(self._outputs):
-                    raise ValueError(
+                    raise ArgumentError(
                         f"{_WHERE}: the model gives {predictions.shape[1]} values per row but output names "
                         f"{len(self._outputs)} columns {self._outputs}"
                     )

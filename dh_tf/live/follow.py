@@ -1,4 +1,4 @@
-"""Follow a live table: batches of the rows it gains, as they arrive (DESIGN.md section 4, "Live tables").
+"""Follow a live table: batches of the rows it gains, as they arrive (docs/design.md section 4, "Live tables").
 
 NOTE [ Follow mode ]
 :func:`follow` reads only the rows a live table *adds*, each once, in arrival order, and never the
@@ -44,21 +44,20 @@ from typing import Any
 
 import numpy as np
 
-from dh_tf import _engine_read
-from dh_tf.columns import COLUMN_KINDS, ColumnSpec, Layout, NullPolicy, build_layout
-from dh_tf.loader import _int_arg
-from dh_tf.pages import PageReader
+from dh_tf.checks import int_arg, seconds_arg
+from dh_tf.errors import ArgumentError, ArgumentTypeError, FollowError, UsageError
+from dh_tf.reading.layout import ColumnSpec, Layout, NullPolicy, build_layout
+from dh_tf.reading.pages import PageReader
+from dh_tf.sources import engine_read
+from dh_tf.sources.column_types import COLUMN_KINDS
 
 STARTS = ("now", "beginning")
 ON_OVERFLOW = ("drop", "error")
-MAX_PAGE_ROWS = _engine_read.CHUNK_ROWS
+MAX_PAGE_ROWS = engine_read.CHUNK_ROWS
 """The largest page: one engine chunk, so the update-graph lock is held for one chunk copy at most."""
 THREAD_NAME = "dh_tf-follow"
 _POLL_S = 0.05
 
-
-class FollowError(RuntimeError):
-    """A followed table failed, or a blink table overflowed the queue with ``on_overflow="error"``."""
 
 
 def follow(
@@ -136,44 +135,6 @@ def follow(
     )
 
 
-def follow_dataset(table: Any, features: ColumnSpec, label: ColumnSpec | None = None, **options: Any) -> Any:
-    """A ``tf.data.Dataset`` of the batches of :func:`follow` (same arguments), for ``model.fit``.
-
-    Without ``max_rows``/``max_batches`` its cardinality is infinite: pass ``steps_per_epoch``
-    (``model.fit(ds, steps_per_epoch=100, epochs=5)``; Keras keeps one iterator across epochs). The
-    arguments are checked now. Each pass over the dataset is a new follower (its ``start`` counted
-    from the moment the pass starts; the first pass from this call); it stops, removing its listener
-    and thread, when TensorFlow releases the iterator. The batch dimension is ``None`` (a flush after
-    ``max_wait`` is partial).
-
-    Raises:
-        As :func:`follow`; ImportError: TensorFlow is not installed.
-    """
-    from deephaven.execution_context import get_exec_ctx
-
-    from dh_tf.tf_data import import_tensorflow, output_signature
-
-    tf = import_tensorflow()
-    first: list[Follower] = [follow(table, features, label, **options)]
-    signature = output_signature(first[0].layout, tf)
-    infinite = options.get("max_rows") is None and options.get("max_batches") is None
-    exec_ctx = get_exec_ctx()  # later passes build their follower on a TensorFlow thread
-
-    def batches() -> Iterator[Any]:
-        if first:
-            follower = first.pop()
-        else:
-            with exec_ctx:
-                follower = follow(table, features, label, **options)
-        with follower:
-            yield from follower
-
-    dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
-    if infinite:
-        dataset = dataset.apply(tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY))
-    return dataset
-
-
 class Follower:
     """The batches of a live table's new rows (see :func:`follow`, which builds it).
 
@@ -203,25 +164,25 @@ class Follower:
         label_dtype: Any,
     ) -> None:
         where = "follow"
-        from dh_tf.engine_source import EngineSource
+        from dh_tf.sources.engine import EngineSource
 
-        self.batch_size = _int_arg(batch_size, "batch_size", where, minimum=1)
-        self.max_wait = _max_wait_arg(max_wait, where)
-        self.max_rows = None if max_rows is None else _int_arg(max_rows, "max_rows", where, minimum=1)
-        self.max_batches = None if max_batches is None else _int_arg(max_batches, "max_batches", where, minimum=1)
-        self.queue_pages = _int_arg(queue_pages, "queue_pages", where, minimum=1)
-        self.page_rows = _int_arg(page_rows, "page_rows", where, minimum=1)
+        self.batch_size = int_arg(batch_size, "batch_size", where, minimum=1)
+        self.max_wait = seconds_arg(max_wait, "max_wait", where)
+        self.max_rows = None if max_rows is None else int_arg(max_rows, "max_rows", where, minimum=1)
+        self.max_batches = None if max_batches is None else int_arg(max_batches, "max_batches", where, minimum=1)
+        self.queue_pages = int_arg(queue_pages, "queue_pages", where, minimum=1)
+        self.page_rows = int_arg(page_rows, "page_rows", where, minimum=1)
         if self.page_rows > MAX_PAGE_ROWS:
-            raise ValueError(f"{where}: page_rows must be an int in [1, {MAX_PAGE_ROWS}] (got {page_rows!r})")
+            raise ArgumentError(f"{where}: page_rows must be an int in [1, {MAX_PAGE_ROWS}] (got {page_rows!r})")
         if not isinstance(start, str) or start not in STARTS:
-            raise ValueError(f"{where}: start must be one of {list(STARTS)} (got {start!r})")
+            raise ArgumentError(f"{where}: start must be one of {list(STARTS)} (got {start!r})")
         if not isinstance(on_overflow, str) or on_overflow not in ON_OVERFLOW:
-            raise ValueError(f"{where}: on_overflow must be one of {list(ON_OVERFLOW)} (got {on_overflow!r})")
+            raise ArgumentError(f"{where}: on_overflow must be one of {list(ON_OVERFLOW)} (got {on_overflow!r})")
         self.on_overflow = on_overflow
         source = EngineSource(table, where, read_path="engine")
         self.kind = _table_kind(table, where)
         if self.kind == "blink" and start == "beginning":
-            raise ValueError(
+            raise ArgumentError(
                 f"{where}: start='beginning' needs an append-only or add-only table, but this is a blink table "
                 "(it keeps no rows of earlier update cycles); use start='now', or follow "
                 "deephaven.stream.blink_to_append_only(table)"
@@ -236,8 +197,8 @@ class Follower:
             nulls=nulls,
             where=where,
         )
-        if not _engine_read.available():
-            raise RuntimeError(f"{where}: needs the engine read path (Arrow's MemoryUtil), which does not work here")
+        if not engine_read.available():
+            raise UsageError(f"{where}: needs the engine read path (Arrow's MemoryUtil), which does not work here")
         self.table = table
         self.delivered_rows = 0
         self.delivered_batches = 0
@@ -246,7 +207,7 @@ class Follower:
         arrays = [name for name in self.layout.columns if self._column_types[name] not in COLUMN_KINDS]
         if arrays:
             listed = ", ".join(f"{name!r} ({self._column_types[name]})" for name in arrays)
-            raise TypeError(
+            raise ArgumentTypeError(
                 f"{where}: follow mode reads scalar columns only; array column(s) {listed} are read by "
                 "TableLoader / to_dataset (snapshot per epoch)"
             )
@@ -310,7 +271,7 @@ class Follower:
             NullValueError: a null in a column whose null policy is ``"error"``.
         """
         if self._started:
-            raise RuntimeError("follow: a Follower is iterated once; call follow(...) again for a new one")
+            raise UsageError("follow: a Follower is iterated once; call follow(...) again for a new one")
         self._started = True
         try:
             self._begin()
@@ -660,7 +621,7 @@ class _RowsSpanReader:
         self._kinds = dict(kinds)
         self._exec_ctx = exec_ctx
         with exec_ctx:
-            self._columns = _engine_read.EngineColumnReader(rows, self._kinds)
+            self._columns = engine_read.EngineColumnReader(rows, self._kinds)
 
     def read(self, spans: Any, out: Mapping[str, np.ndarray]) -> dict[str, np.ndarray | None]:
         with self._exec_ctx:
@@ -695,7 +656,7 @@ def _check_not_failed(table: Any) -> None:
 
 def _table_kind(table: Any, where: str) -> str:
     if not table.is_refreshing:
-        raise ValueError(
+        raise ArgumentError(
             f"{where}: table must be a refreshing (live) table, but it is static; read a static table with "
             "dh_tf.to_dataset(...) or dh_tf.TableLoader(...)"
         )
@@ -707,21 +668,9 @@ def _table_kind(table: Any, where: str) -> str:
     if attributes.get("AddOnly"):
         return "add-only"
     shown = sorted(attributes)
-    raise ValueError(
+    raise ArgumentError(
         f"{where}: table must be append-only, add-only or blink (table.attributes() with AppendOnly, AddOnly or "
         f"BlinkTable), because follow reads each new row once and refuses tables that modify, remove or shift "
         f"rows; this refreshing table has none of these (attributes: {shown}). Follow the append-only / blink "
         "source it is derived from (time_table, table_publisher, Kafka), or use to_dataset for snapshots"
     )
-
-
-def _max_wait_arg(value: Any, where: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(
-            f"{where}: max_wait must be a number of seconds >= 0 or None (got {value!r} of type {type(value).__name__})"
-        )
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{where}: max_wait must be a number of seconds >= 0 or None (got {value!r})")
-    return float(value)

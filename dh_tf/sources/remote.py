@@ -28,8 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from dh_tf.columns import COLUMN_KINDS, ColumnKind
-from dh_tf.plan import Span
+from dh_tf.errors import ArgumentError, ArgumentTypeError, RemoteReadError
+from dh_tf.sources.column_types import COLUMN_KINDS, ColumnKind
+from dh_tf.sources.protocol import Span
 
 DEFAULT_PAGE_ROWS = 1 << 20
 """Rows per page for remote tables when the caller gives no ``page_rows`` (see ``RemoteSource.default_page_rows``).
@@ -51,12 +52,6 @@ _ARROW_TYPE_NAMES = {
 }
 """Arrow type (``str(pa.DataType)``) -> the Deephaven type name the engine source gives the same column."""
 
-
-class RemoteReadError(ConnectionError):
-    """Reading a page from the Deephaven server failed: connection dropped, session closed, server error.
-
-    The message names the server (``host:port``) and the rows being read; the cause is chained.
-    """
 
 
 class RemoteSource:
@@ -88,14 +83,14 @@ class RemoteSource:
         session = table.session
         self.server = f"{session.host}:{session.port}"
         if not session.is_connected:
-            raise ValueError(
+            raise ArgumentError(
                 f"{where}: the table's pydeephaven Session (server {self.server}) is closed; "
                 "open a new Session and take the table from it"
             )
         if table.is_closed:
-            raise ValueError(f"{where}: the pydeephaven table was closed (table.close()); open it again")
+            raise ArgumentError(f"{where}: the pydeephaven table was closed (table.close()); open it again")
         if table.schema is None:
-            raise ValueError(f"{where}: the pydeephaven table has no schema (not an exported table)")
+            raise ArgumentError(f"{where}: the pydeephaven table has no schema (not an exported table)")
         self.table = table
         self.column_types = {field.name: _type_name(field) for field in table.schema}
         self.is_refreshing = bool(table.is_refreshing)
@@ -253,7 +248,7 @@ def _stream_into(
         for batch in batches:
             n = batch.num_rows
             if offset + got + n > len(next(iter(out.values()))):
-                raise ValueError(f"the server sent more rows than asked for (at least {got + n})")
+                raise ArgumentError(f"the server sent more rows than asked for (at least {got + n})")
             for name, kind in kinds.items():
                 _fill(batch.column(name), kind, out[name], offset + got, masks, name, rows)
             got += n
@@ -323,4 +318,4 @@ def _check_table(table: Any, where: str) -> None:
     from pydeephaven.table import Table
 
     if not isinstance(table, Table):
-        raise TypeError(f"{where}: table must be a pydeephaven.table.Table (got {type(table).__name__})")
+        raise ArgumentTypeError(f"{where}: table must be a pydeephaven.table.Table (got {type(table).__name__})")

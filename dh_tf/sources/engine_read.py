@@ -6,7 +6,7 @@ Java chunk from the ``ColumnSource`` (``fillChunk``), then bulk-copies the chunk
 array through a direct ``ByteBuffer`` over the array's memory (Arrow's
 ``MemoryUtil.directBuffer``, shipped with the server). Every heavy step is one Java call, during
 which jpy releases the GIL, and no large Java array is ever exported to Python (that copy would
-hold the GIL). ``tests/test_engine_read.py`` checks this path against the public
+hold the GIL). ``tests/testengine_read.py`` checks this path against the public
 ``deephaven.numpy.to_numpy``; :func:`available` reports whether it works here, and
 ``pages.PublicColumnReader`` is the fallback.
 
@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from dh_tf.columns import ColumnKind, array_length_error, note_read_error
+from dh_tf.sources.column_types import ColumnKind, array_length_error, note_read_error
 
 CHUNK_ROWS = 65536
 """The most rows per ``fillChunk`` call: large enough to amortize the Java call (see :func:`chunk_rows`)."""
@@ -96,7 +96,7 @@ def typed_buffer(array: np.ndarray, deephaven_type: str) -> Any:
     """A Java NIO buffer of the array's element type over the array's memory (no copy).
 
     ``deephaven_type`` is a primitive type name (``byte`` ... ``double``) or ``java.lang.Boolean``
-    (bytes). Shared with ``_engine_write.py``, the writing twin of this module.
+    (bytes). Shared with ``engine_write.py``, the writing twin of this module.
     """
     import jpy
 

@@ -59,7 +59,6 @@ returns at once (the command ends, the table ticks while the model trains).
 from __future__ import annotations
 
 import collections
-import concurrent.futures
 import numbers
 import threading
 import time
@@ -69,6 +68,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from dh_tf.errors import ArgumentError, ArgumentTypeError, MissingDependencyError, UsageError
+from dh_tf.tf.keras_callback import LazyKerasCallback
 
 FIXED_COLUMNS = ("Time", "Epoch", "Step", "Rows", "RowsPerSec", "EpochEnd")
 PUBLISH_INTERVAL_S = 0.5
@@ -92,24 +94,24 @@ def _every_arg(every: Any) -> str | int:
         return every
     if isinstance(every, numbers.Integral) and not isinstance(every, bool) and every >= 1:
         return int(every)
-    raise ValueError(
+    raise ArgumentError(
         f"MetricsTable: every must be 'batch', 'epoch' or an int >= 1 (got {every!r} of type {type(every).__name__})"
     )
 
 
 def _metrics_arg(metrics: Any) -> list[str]:
     if isinstance(metrics, str) or not isinstance(metrics, Sequence) or not metrics:
-        raise TypeError(
+        raise ArgumentTypeError(
             "MetricsTable: metrics must be None or a non-empty list of Keras log names such as "
             f"['loss', 'accuracy', 'val_loss'] (got {metrics!r} of type {type(metrics).__name__})"
         )
     names = list(metrics)
     for name in names:
         if not isinstance(name, str):
-            raise TypeError(f"MetricsTable: metrics must hold strings (got {name!r} of type {type(name).__name__})")
+            raise ArgumentTypeError(f"MetricsTable: metrics must hold strings (got {name!r} of type {type(name).__name__})")
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
-        raise ValueError(f"MetricsTable: metrics must not repeat a name (got {duplicates} more than once)")
+        raise ArgumentError(f"MetricsTable: metrics must not repeat a name (got {duplicates} more than once)")
     return names
 
 
@@ -126,7 +128,7 @@ def _column_name_problem(name: str) -> str | None:
     return None
 
 
-class MetricsTable:
+class MetricsTable(LazyKerasCallback):
     """A Keras callback whose :attr:`table` is a ticking, append-only table of training metrics.
 
     Columns: ``Time`` (Instant), ``Epoch`` (int), ``Step`` (long), ``Rows`` (long), ``RowsPerSec``
@@ -162,27 +164,21 @@ class MetricsTable:
         >>> live.where("EpochEnd").view(["Epoch", "loss", "val_loss"])
     """
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> MetricsTable:
-        # This class does not subclass keras.callbacks.Callback (that would import Keras with the
-        # module); instances are of a subclass that does, made once per class, so both
-        # isinstance(m, MetricsTable) and isinstance(m, keras.callbacks.Callback) hold.
-        return super().__new__(_keras_class(cls))
-
     def __init__(self, every: str | int = "batch", *, metrics: Sequence[str] | None = None,
                  name: str = "dh_tf.MetricsTable") -> None:
         self.every = _every_arg(every)
         names = None if metrics is None else _metrics_arg(metrics)
-        super().__init__()  # keras.callbacks.Callback.__init__ (see __new__)
+        super().__init__()  # keras.callbacks.Callback.__init__ (NOTE [ Lazy Keras callbacks ])
         try:
             from deephaven.execution_context import get_exec_ctx
         except ImportError as e:
-            raise ImportError("MetricsTable needs a running Deephaven server (start one with dh_tf.server.start_server)"
+            raise MissingDependencyError("MetricsTable needs a running Deephaven server (start one with dh_tf.server.start_server)"
                               ) from e
         if names is not None:
             for column in names:
                 problem = _column_name_problem(column)
                 if problem is not None:
-                    raise ValueError(f"MetricsTable: metrics name {column!r} cannot be a column: {problem}")
+                    raise ArgumentError(f"MetricsTable: metrics name {column!r} cannot be a column: {problem}")
         self.name = name
         self.async_safe = self.every == "epoch"  # read by Keras: NOTE [ Publishing metrics ]
         self._exec_ctx = get_exec_ctx()
@@ -218,7 +214,7 @@ class MetricsTable:
                 schema ]).
         """
         if self._table is None:
-            raise RuntimeError(
+            raise UsageError(
                 "MetricsTable: the table is created at the first logged step, since the Keras log names are "
                 "not known before; pass metrics=[...] (e.g. ['loss', 'val_loss']) to create it up front"
             )
@@ -434,98 +430,3 @@ class MetricsTable:
             bool_col("EpochEnd", [r.epoch_end for r in rows]),
             *value_cols,
         ])
-
-
-_keras_classes: dict[type, type] = {}
-_keras_classes_lock = threading.Lock()
-
-
-def _keras_class(cls: type) -> type:
-    """``cls`` itself if it is a Keras callback already, else its subclass that also is one."""
-    try:
-        import keras
-    except ImportError as e:
-        raise ImportError("MetricsTable is a Keras callback: pip install tensorflow (or keras)") from e
-    base = keras.callbacks.Callback
-    if issubclass(cls, base):
-        return cls
-    with _keras_classes_lock:
-        if cls not in _keras_classes:
-            _keras_classes[cls] = type(cls.__name__, (cls, base), {"__module__": cls.__module__,
-                                                                    "__qualname__": cls.__qualname__})
-        return _keras_classes[cls]
-
-
-def plot_metrics(metrics: MetricsTable | Any) -> Any:
-    """A Deephaven figure of the loss and every metric by ``Step``, one chart per metric.
-
-    Each chart shows a train column (all its rows) and its ``val_`` column (the epoch-end rows that
-    have it). The figure follows the table as it ticks; show it in the IDE by assigning it to a
-    variable in the console.
-
-    Args:
-        metrics: a :class:`MetricsTable`, or its table (or a table derived from it keeping ``Step``).
-
-    Returns:
-        a ``deephaven.plot.figure.Figure``.
-
-    Raises:
-        RuntimeError: a MetricsTable whose table does not exist yet (see :attr:`MetricsTable.table`).
-        ValueError: the table has no ``Step`` column or no metric column (a double column other than
-            the fixed ones).
-
-    Example:
-        >>> fig = plot_metrics(metrics)   # in the IDE console: the figure opens and ticks
-    """
-    from deephaven import dtypes
-    from deephaven.plot.figure import Figure
-
-    table = metrics.table if isinstance(metrics, MetricsTable) else metrics
-    types = {column.name: column.data_type for column in table.columns}
-    names = [name for name, dtype in types.items() if name not in FIXED_COLUMNS and dtype == dtypes.double]
-    if "Step" not in types or not names:
-        raise ValueError(
-            "plot_metrics: the table must have a Step column and at least one metric (a double column other "
-            f"than {list(FIXED_COLUMNS)}) (got columns {list(types)})"
-        )
-    charts: dict[str, list[str]] = {}
-    for name in names:
-        base = name[len("val_"):] if name.startswith("val_") and name[len("val_"):] in types else name
-        charts.setdefault(base, []).append(name)
-    figure = Figure(rows=len(charts), cols=1)
-    for index, (title, series) in enumerate(charts.items()):
-        figure = figure.new_chart(row=index, col=0).chart_title(title=title)
-        for name in series:
-            source = table.where(f"!isNull({name})") if name.startswith("val_") else table
-            figure = figure.plot_xy(series_name=name, t=source, x="Step", y=name)
-        figure = figure.x_axis(label="Step")
-    return figure
-
-
-FIT_THREAD_NAME = "dh_tf-fit"
-
-
-def fit_in_background(model: Any, *args: Any, **fit_options: Any) -> concurrent.futures.Future:
-    """Runs ``model.fit(*args, **fit_options)`` on a new daemon thread; returns a Future of its History.
-
-    For the IDE console, whose commands hold the update graph's lock (NOTE [ Console lock ]): the
-    command returns at once and a :class:`MetricsTable` in ``callbacks`` ticks while the model
-    trains. ``future.result()`` waits for the History (and re-raises what ``fit`` raised). dh_tf
-    datasets carry the ExecutionContext they were built in, so they read on any thread.
-
-    Example:
-        >>> metrics = dh_tf.MetricsTable(every=10, metrics=["loss", "accuracy"])
-        >>> training = dh_tf.fit_in_background(model, ds, epochs=5, callbacks=[metrics])
-    """
-    future: concurrent.futures.Future = concurrent.futures.Future()
-
-    def run() -> None:
-        if not future.set_running_or_notify_cancel():
-            return
-        try:
-            future.set_result(model.fit(*args, **fit_options))
-        except BaseException as error:
-            future.set_exception(error)
-
-    threading.Thread(target=run, name=FIT_THREAD_NAME, daemon=True).start()
-    return future

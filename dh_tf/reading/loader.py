@@ -10,11 +10,14 @@ from typing import Any
 
 import numpy as np
 
-from dh_tf import batching, source
-from dh_tf.cache import CachingPageReader, EpochCache, check_cache_arg
-from dh_tf.columns import ColumnSpec, Layout, NullPolicy, build_layout
-from dh_tf.plan import ReadPlan
-from dh_tf.prefetch import read_in_order
+from dh_tf.checks import bool_arg, int_arg
+from dh_tf.errors import ArgumentError, ArgumentTypeError
+from dh_tf.reading import batching
+from dh_tf.reading.epoch_cache import CachingPageReader, EpochCache, check_cache_arg
+from dh_tf.reading.layout import ColumnSpec, Layout, NullPolicy, build_layout
+from dh_tf.reading.plan import ReadPlan
+from dh_tf.reading.reader_threads import read_in_order
+from dh_tf.sources import open_source
 
 PAGE_MIB = 32
 """The default page size, in MiB of output arrays: large pages amortize every per-page cost."""
@@ -84,7 +87,7 @@ class TableLoader:
         shuffle_block_rows: rows per shuffle block (>= 65536; default :data:`SHUFFLE_BLOCK_ROWS`,
             aligned to 1 MiB Parquet data pages).
         read_path: ``"auto"`` (the engine fast path when it works here, else public API),
-            ``"engine"`` or ``"public"`` (NOTE [ Engine internals ] in _engine_read.py).
+            ``"engine"`` or ``"public"`` (NOTE [ Engine internals ] in engine_read.py).
         num_shards: split each epoch between this many consumers (e.g. tf.distribute workers);
             each reads only its own part and all get the same number of batches; up to
             ``num_shards - 1`` rows per epoch are left out (NOTE [ Shards ] in plan.py).
@@ -130,29 +133,29 @@ class TableLoader:
         shard_index: int = 0,
     ) -> None:
         where = type(self).__name__
-        self.batch_size = _int_arg(batch_size, "batch_size", where, minimum=1)
-        self.shuffle = _bool_arg(shuffle, "shuffle", where)
-        self.drop_remainder = _bool_arg(drop_remainder, "drop_remainder", where)
-        self.prefetch = _int_arg(prefetch, "prefetch", where, minimum=0)
+        self.batch_size = int_arg(batch_size, "batch_size", where, minimum=1)
+        self.shuffle = bool_arg(shuffle, "shuffle", where)
+        self.drop_remainder = bool_arg(drop_remainder, "drop_remainder", where)
+        self.prefetch = int_arg(prefetch, "prefetch", where, minimum=0)
         self.reader_threads = (
             default_reader_threads()
             if reader_threads is None
-            else _int_arg(reader_threads, "reader_threads", where, minimum=1)
+            else int_arg(reader_threads, "reader_threads", where, minimum=1)
         )
-        self.shuffle_block_rows = _int_arg(
+        self.shuffle_block_rows = int_arg(
             shuffle_block_rows, "shuffle_block_rows", where, minimum=MIN_SHUFFLE_BLOCK_ROWS
         )
         cache_parent = check_cache_arg(cache, where)
-        num_shards = _int_arg(num_shards, "num_shards", where, minimum=1)
-        shard_index = _int_arg(shard_index, "shard_index", where, minimum=0)
+        num_shards = int_arg(num_shards, "num_shards", where, minimum=1)
+        shard_index = int_arg(shard_index, "shard_index", where, minimum=0)
         if shard_index >= num_shards:
-            raise ValueError(
+            raise ArgumentError(
                 f"{where}: shard_index must be in [0, num_shards) (got shard_index={shard_index}, num_shards={num_shards})"
             )
         if seed is not None:
-            seed = _int_arg(seed, "seed", where, minimum=0)
+            seed = int_arg(seed, "seed", where, minimum=0)
         self.seed: int = int(np.random.SeedSequence().entropy % 2**63) if seed is None else seed
-        self.source = source.open_source(table, where, read_path=read_path)
+        self.source = open_source(table, where, read_path=read_path)
         self.read_path = read_path
         self.layout: Layout = build_layout(
             self.source.column_types,
@@ -169,9 +172,9 @@ class TableLoader:
             source_default = getattr(self.source, "default_page_rows", None)
             page_rows = max(self.batch_size, source_default or _default_page_rows(self.layout))
         else:
-            page_rows = _int_arg(page_rows, "page_rows", where, minimum=1)
+            page_rows = int_arg(page_rows, "page_rows", where, minimum=1)
             if page_rows < self.batch_size:
-                raise ValueError(
+                raise ArgumentError(
                     f"{where}: page_rows must be >= batch_size (got page_rows={page_rows}, "
                     f"batch_size={self.batch_size})"
                 )
@@ -188,7 +191,7 @@ class TableLoader:
         self._cache: EpochCache | None = None
         if cache_parent is not None:
             if self.source.is_refreshing:
-                raise ValueError(
+                raise ArgumentError(
                     f"{where}: cache= needs a static table, but this table is refreshing (each epoch reads a "
                     "new snapshot); pass cache=False, or cache a static snapshot: table.snapshot()"
                 )
@@ -226,7 +229,7 @@ class TableLoader:
     def set_epoch(self, epoch: int) -> None:
         """Makes the next iteration epoch ``epoch`` (keeps a resume point loaded for that epoch)."""
         with self._epoch_lock:
-            self._next_epoch = _int_arg(epoch, "epoch", "TableLoader.set_epoch", minimum=0)
+            self._next_epoch = int_arg(epoch, "epoch", "TableLoader.set_epoch", minimum=0)
             self._progress = (self._next_epoch, self._resume[1] if self._resume and self._resume[0] == epoch else 0)
 
     def _take_epoch(self) -> tuple[int, int]:
@@ -291,10 +294,10 @@ class TableLoader:
         """
         where = "TableLoader.load_state_dict"
         if not isinstance(state, Mapping):
-            raise TypeError(f"{where}: state must be a dict from state_dict() (got {type(state).__name__})")
+            raise ArgumentTypeError(f"{where}: state must be a dict from state_dict() (got {type(state).__name__})")
         version = state.get("format")
         if not isinstance(version, int) or version > STATE_FORMAT or version < 1:
-            raise ValueError(
+            raise ArgumentError(
                 f"{where}: state format {version!r} is not one this dh_tf reads (formats 1..{STATE_FORMAT}); "
                 "it was written by a newer dh_tf"
             )
@@ -307,11 +310,11 @@ class TableLoader:
         if not self.source.is_refreshing and state.get("num_rows") != mine["num_rows"]:
             mismatches.append(f"num_rows={state.get('num_rows')!r} (this table: {mine['num_rows']!r})")
         if mismatches:
-            raise ValueError(f"{where}: the state was made for another loader: {', '.join(mismatches)}")
-        epoch = _int_arg(state.get("epoch"), "state['epoch']", where, minimum=0)
-        batches = _int_arg(state.get("batches"), "state['batches']", where, minimum=0)
+            raise ArgumentError(f"{where}: the state was made for another loader: {', '.join(mismatches)}")
+        epoch = int_arg(state.get("epoch"), "state['epoch']", where, minimum=0)
+        batches = int_arg(state.get("batches"), "state['batches']", where, minimum=0)
         if batches > len(self):
-            raise ValueError(f"{where}: state['batches'] must be <= {len(self)} batches per epoch (got {batches})")
+            raise ArgumentError(f"{where}: state['batches'] must be <= {len(self)} batches per epoch (got {batches})")
         with self._epoch_lock:
             self._next_epoch = epoch
             self._resume = (epoch, batches) if batches else None
@@ -379,17 +382,3 @@ def _default_page_rows(layout: Layout) -> int:
     row_bytes = sum(field.dtype.itemsize * int(np.prod(field.shape)) for field in layout.fields)
     rows = PAGE_MIB * 2**20 // row_bytes
     return int(min(max(rows // 65536 * 65536, 65536), 4 * 2**20))
-
-
-def _int_arg(value: Any, name: str, where: str, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{where}: {name} must be an int >= {minimum} (got {value!r} of type {type(value).__name__})")
-    if value < minimum:
-        raise ValueError(f"{where}: {name} must be an int >= {minimum} (got {value!r})")
-    return int(value)
-
-
-def _bool_arg(value: Any, name: str, where: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{where}: {name} must be True or False (got {value!r} of type {type(value).__name__})")
-    return bool(value)

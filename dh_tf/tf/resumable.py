@@ -20,54 +20,16 @@ import os
 from pathlib import Path
 from typing import Any
 
-from dh_tf.loader import TableLoader
-from dh_tf.tf_data import dataset_from_loader
+from dh_tf.errors import ArgumentError, ArgumentTypeError, UsageError
+from dh_tf.reading.loader import TableLoader
+from dh_tf.tf.dataset import dataset_from_loader
+from dh_tf.tf.keras_callback import LazyKerasCallback
 
 STATE_FILE = "dh_tf_state.json"
 WEIGHTS_FILE = "model.weights.h5"
 
 
-def _callback_base() -> type:
-    import keras
-
-    return keras.callbacks.Callback
-
-
-class _KerasCallback:
-    """Makes a subclass a real ``keras.callbacks.Callback`` while importing keras only when one is made."""
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
-        if not issubclass(cls, _callback_base()):
-            cls = type(cls.__name__, (cls, _callback_base()), {"__module__": cls.__module__, "__doc__": cls.__doc__})
-        return object.__new__(cls)
-
-
-class SyncEpochs(_KerasCallback):
-    """A Keras callback that makes Keras epoch ``e`` read epoch ``e`` of a dh_tf dataset's loader.
-
-    Without it, each pass over the dataset is the loader's next epoch (NOTE [ Epochs of a dataset ]
-    in tf_data.py), so a pass made before ``fit`` (``ds.take(1)``, a strategy's symbolic build)
-    shifts the seeded order of every later epoch by one.
-
-    Example:
-        >>> model.fit(ds, epochs=3, callbacks=[dh_tf.SyncEpochs(ds)])
-
-    Raises:
-        TypeError: ``dataset`` was not made by ``dh_tf.to_dataset``.
-    """
-
-    def __init__(self, dataset: Any) -> None:
-        _callback_base().__init__(self)
-        loader = getattr(dataset, "dh_tf_loader", None)
-        if not isinstance(loader, TableLoader):
-            raise TypeError(f"SyncEpochs: dataset must come from dh_tf.to_dataset (got {type(dataset).__name__})")
-        self.loader = loader
-
-    def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
-        self.loader.set_epoch(epoch)
-
-
-class ResumableTraining(_KerasCallback):
+class ResumableTraining(LazyKerasCallback):
     """A Keras callback that checkpoints every ``save_every`` steps; :meth:`fit` resumes mid-epoch.
 
     Args:
@@ -84,16 +46,16 @@ class ResumableTraining(_KerasCallback):
     """
 
     def __init__(self, directory: str | os.PathLike, *, save_every: int = 100) -> None:
-        _callback_base().__init__(self)
+        super().__init__()
         if isinstance(save_every, bool) or not isinstance(save_every, int):
-            raise TypeError(
+            raise ArgumentTypeError(
                 f"ResumableTraining: save_every must be an int >= 1 (got {save_every!r} of type "
                 f"{type(save_every).__name__})"
             )
         if save_every < 1:
-            raise ValueError(f"ResumableTraining: save_every must be an int >= 1 (got {save_every!r})")
+            raise ArgumentError(f"ResumableTraining: save_every must be an int >= 1 (got {save_every!r})")
         if not isinstance(directory, (str, os.PathLike)):
-            raise TypeError(f"ResumableTraining: directory must be a path (got {type(directory).__name__})")
+            raise ArgumentTypeError(f"ResumableTraining: directory must be a path (got {type(directory).__name__})")
         self.directory = Path(directory)
         self.save_every = save_every
         self.loader: TableLoader | None = None
@@ -121,7 +83,7 @@ class ResumableTraining(_KerasCallback):
         """
         loader = getattr(dataset, "dh_tf_loader", None)
         if not isinstance(loader, TableLoader):
-            raise TypeError(
+            raise ArgumentTypeError(
                 f"ResumableTraining.fit: dataset must come from dh_tf.to_dataset (got {type(dataset).__name__})"
             )
         self.loader = loader
@@ -138,7 +100,7 @@ class ResumableTraining(_KerasCallback):
 
     def on_train_begin(self, logs: Any = None) -> None:
         if self.loader is None:
-            raise RuntimeError("ResumableTraining: train with run.fit(model, dataset, ...), not model.fit")
+            raise UsageError("ResumableTraining: train with run.fit(model, dataset, ...), not model.fit")
         weights = self.directory / WEIGHTS_FILE
         if weights.exists():
             if self.model.optimizer is not None and not self.model.optimizer.built:

@@ -14,13 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from dh_tf.columns import Layout, column_kind
-from dh_tf.plan import PagePlan, Span, page_permutation, read_positions
-from dh_tf.source import SpanReader
-
-
-class NullValueError(ValueError):
-    """A Deephaven null was found in a column whose null policy is ``"error"``."""
+from dh_tf.errors import NullValueError
+from dh_tf.reading.layout import Layout
+from dh_tf.reading.plan import PagePlan, page_permutation, read_positions
+from dh_tf.sources.column_types import column_kind
+from dh_tf.sources.protocol import Span, SpanReader
 
 
 class PageReader:

@@ -1,7 +1,7 @@
 """The fast write path: numpy arrays into an in-heap Deephaven table, one Java call per copy.
 
 NOTE [ Engine internals for writing ]
-This is the only module that uses Deephaven engine internals to *build* tables (``_engine_read.py``
+This is the only module that uses Deephaven engine internals to *build* tables (``engine_read.py``
 is its reading twin, under the same rules). Each column is a Java primitive array (``jpy.array``)
 filled from numpy memory by a bulk ``get`` from a direct ``ByteBuffer`` over the numpy array (Arrow's
 ``MemoryUtil.directBuffer``, shipped with the server), wrapped as a column source with
@@ -9,8 +9,8 @@ filled from numpy memory by a bulk ``get`` from a direct ``ByteBuffer`` over the
 into a flat table. Columns of an existing table are added by position: the base table is flattened
 (row key == position) and its column sources go into the same new table. About 0.3-1 G values/s,
 against 6-10 M values/s for ``deephaven.numpy.to_table`` / ``new_table`` (a Python loop per element
-for null remapping; DESIGN.md section 4). Values are copied as they are: NaN stays NaN, and an
-integer equal to Deephaven's null sentinel reads as null. ``tests/test_engine_write.py`` checks this
+for null remapping; docs/design.md section 4). Values are copied as they are: NaN stays NaN, and an
+integer equal to Deephaven's null sentinel reads as null. ``tests/testengine_write.py`` checks this
 path against the public ``deephaven.numpy.to_table``; :func:`available` reports whether it works
 here, and ``predict._public_table`` is the fallback.
 """
@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from dh_tf._engine_read import typed_buffer
+from dh_tf.errors import ArgumentError, ArgumentTypeError
+from dh_tf.sources.engine_read import typed_buffer
 
 JAVA_TYPES: dict[np.dtype, str] = {
     np.dtype("int8"): "byte",
@@ -64,11 +65,11 @@ class ColumnBuilder:
 
         self.dtype = np.dtype(dtype)
         if self.dtype not in JAVA_TYPES:
-            raise TypeError(
+            raise ArgumentTypeError(
                 f"ColumnBuilder: dtype must be one of {[str(d) for d in JAVA_TYPES]} (got {self.dtype})"
             )
         if not 0 <= num_rows <= MAX_ROWS:
-            raise ValueError(f"ColumnBuilder: num_rows must be in [0, {MAX_ROWS}] (got {num_rows})")
+            raise ArgumentError(f"ColumnBuilder: num_rows must be in [0, {MAX_ROWS}] (got {num_rows})")
         self.java_type = JAVA_TYPES[self.dtype]
         self.num_rows = int(num_rows)
         self._array = jpy.array(self.java_type, self.num_rows)
@@ -80,11 +81,11 @@ class ColumnBuilder:
             ValueError: the rows fall outside the column, or ``values`` is not 1-D of this dtype.
         """
         if values.ndim != 1 or values.dtype != self.dtype:
-            raise ValueError(
+            raise ArgumentError(
                 f"ColumnBuilder.put: values must be 1-D {self.dtype} (got {values.ndim}-D {values.dtype})"
             )
         if offset < 0 or offset + len(values) > self.num_rows:
-            raise ValueError(
+            raise ArgumentError(
                 f"ColumnBuilder.put: rows [{offset}, {offset + len(values)}) are outside [0, {self.num_rows})"
             )
         if len(values) == 0:
@@ -136,7 +137,7 @@ def to_table(arrays: Mapping[str, np.ndarray], base: Any = None) -> Any:
     if base is not None:
         lengths.add(int(base.size))
     if len(lengths) > 1:
-        raise ValueError(f"to_table: every column must have the same number of rows (got {sorted(lengths)})")
+        raise ArgumentError(f"to_table: every column must have the same number of rows (got {sorted(lengths)})")
     num_rows = lengths.pop() if lengths else 0
     sources = {} if base is None else flat_sources(base)
     for name, values in arrays.items():

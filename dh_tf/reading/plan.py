@@ -37,10 +37,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dh_tf import batching
-
-Span = tuple[int, int]
-"""A half-open range of row positions ``[start, stop)``, as in ``Table.slice``."""
+from dh_tf.errors import ArgumentError
+from dh_tf.reading import batching
+from dh_tf.sources.protocol import Span
 
 
 @dataclass(frozen=True)
@@ -136,17 +135,17 @@ def plan_epoch(
             than the shard's rows, or shard_index is not in ``[0, num_shards)``.
     """
     if num_rows < 0:
-        raise ValueError(f"plan_epoch: num_rows must be >= 0 (got {num_rows})")
+        raise ArgumentError(f"plan_epoch: num_rows must be >= 0 (got {num_rows})")
     if page_rows < 1 or block_rows < 1:
-        raise ValueError(f"plan_epoch: page_rows and block_rows must be >= 1 (got {page_rows}, {block_rows})")
+        raise ArgumentError(f"plan_epoch: page_rows and block_rows must be >= 1 (got {page_rows}, {block_rows})")
     if num_shards < 1 or not 0 <= shard_index < num_shards:
-        raise ValueError(
+        raise ArgumentError(
             f"plan_epoch: shard_index must be in [0, num_shards) (got shard_index={shard_index}, "
             f"num_shards={num_shards})"
         )
     shard_rows = num_rows // num_shards if num_shards > 1 else num_rows
     if not 0 <= skip_rows <= shard_rows:
-        raise ValueError(f"plan_epoch: skip_rows must be in [0, {shard_rows}] (got {skip_rows})")
+        raise ArgumentError(f"plan_epoch: skip_rows must be in [0, {shard_rows}] (got {skip_rows})")
     if shuffle:
         blocks = [(start, min(start + block_rows, num_rows)) for start in range(0, num_rows, block_rows)]
         order = np.random.default_rng([seed, epoch]).permutation(len(blocks))

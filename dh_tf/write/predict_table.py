@@ -3,7 +3,7 @@
 Features are read with :class:`~dh_tf.loader.TableLoader` in table order, in large groups of whole
 batches; the model scores one group at a time; its outputs become columns of a new table, next to
 the ``keep`` columns of the input (keys, timestamps, any type). The result is built in the heap
-(NOTE [ Engine internals for writing ] in ``_engine_write.py``), or, with ``path=``, written page by
+(NOTE [ Engine internals for writing ] in ``engine_write.py``), or, with ``path=``, written page by
 page as Parquet files into one directory and opened as one table, so scoring a table bigger than
 the heap needs bounded memory.
 
@@ -30,10 +30,11 @@ from typing import Any
 
 import numpy as np
 
-from dh_tf import _engine_write
-from dh_tf.columns import ColumnSpec
-from dh_tf.engine_source import check_table
-from dh_tf.loader import TableLoader
+from dh_tf.errors import ArgumentError, ArgumentTypeError
+from dh_tf.reading.layout import ColumnSpec
+from dh_tf.reading.loader import TableLoader
+from dh_tf.sources.engine import check_table
+from dh_tf.write import engine_write
 
 #: What ``output`` names: one column, a list of columns (``[n, k]`` outputs), or a dict of model
 #: output name -> one of those (multi-output models).
@@ -103,7 +104,7 @@ def predict_table(
         overwrite: replace what is at ``path``; otherwise it must not exist or be an empty directory.
         write_path: ``"auto"`` (engine internals when they work here), ``"engine"`` or ``"public"``
             (``deephaven.new_table`` paired by position with a join; slower). See NOTE [ Engine
-            internals for writing ] in ``_engine_write.py``.
+            internals for writing ] in ``engine_write.py``.
         **reading_options: more :class:`~dh_tf.loader.TableLoader` options (``nulls``, ``dtype``,
             ``page_rows``, ``prefetch``, ``read_path``, ...), passed through.
 
@@ -131,14 +132,14 @@ def predict_table(
     _check_column_names(names)
     keep_columns = _parse_keep(keep, [c.name for c in table.columns], names)
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"{_WHERE}: batch_size must be an int >= 1 (got {batch_size!r})")
+        raise ArgumentError(f"{_WHERE}: batch_size must be an int >= 1 (got {batch_size!r})")
     if not isinstance(overwrite, (bool, np.bool_)):
-        raise TypeError(f"{_WHERE}: overwrite must be True or False (got {overwrite!r})")
+        raise ArgumentTypeError(f"{_WHERE}: overwrite must be True or False (got {overwrite!r})")
     if write_path not in WRITE_PATHS:
-        raise ValueError(f"{_WHERE}: write_path must be one of {list(WRITE_PATHS)} (got {write_path!r})")
+        raise ArgumentError(f"{_WHERE}: write_path must be one of {list(WRITE_PATHS)} (got {write_path!r})")
     bad = [name for name in NOT_READING_OPTIONS if name in reading_options]
     if bad:
-        raise ValueError(
+        raise ArgumentError(
             f"{_WHERE}: {bad[0]} must not be given (got {bad[0]}={reading_options[bad[0]]!r}); "
             "every row is scored once, in table order"
         )
@@ -146,7 +147,7 @@ def predict_table(
     predictor.check_static(targets)
     # Validates features and reading options before any data moves (a snapshot included).
     TableLoader(table, features, batch_size=int(batch_size), shuffle=False, **reading_options).close()
-    engine = write_path == "engine" or (write_path == "auto" and _engine_write.available())
+    engine = write_path == "engine" or (write_path == "auto" and engine_write.available())
 
     with _static_table(table, _needed_columns(features, keep_columns)) as (static, refreshing):
         loader = TableLoader(static, features, batch_size=int(batch_size), shuffle=False, **reading_options)
@@ -168,14 +169,14 @@ def _parse_output(output: Any) -> list[_Target]:
             return (spec,)
         if isinstance(spec, Sequence) and spec and all(isinstance(c, str) for c in spec):
             return tuple(spec)
-        raise TypeError(
+        raise ArgumentTypeError(
             f"{_WHERE}: {arg} must be a column name or a non-empty list of names (got {spec!r} of type "
             f"{type(spec).__name__})"
         )
 
     if isinstance(output, Mapping):
         if not output:
-            raise ValueError(f"{_WHERE}: output must name at least one model output (got an empty dict)")
+            raise ArgumentError(f"{_WHERE}: output must name at least one model output (got an empty dict)")
         return [_Target(str(key), columns_of(spec, f"output[{key!r}]")) for key, spec in output.items()]
     return [_Target(None, columns_of(output, "output"))]
 
@@ -185,13 +186,13 @@ def _check_column_names(names: list[str]) -> None:
 
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
-        raise ValueError(f"{_WHERE}: output must name each column once (got {duplicated} twice)")
+        raise ArgumentError(f"{_WHERE}: output must name each column once (got {duplicated} twice)")
     validator = jpy.get_type("io.deephaven.api.util.NameValidator")
     for name in names:
         try:
             validator.validateColumnName(name)
         except Exception as e:
-            raise ValueError(
+            raise ArgumentError(
                 f"{_WHERE}: output must name valid Deephaven columns (got {name!r}: {str(e).splitlines()[0]})"
             ) from e
 
@@ -201,18 +202,18 @@ def _parse_keep(keep: Any, table_columns: list[str], output_names: list[str]) ->
         return []
     columns = [keep] if isinstance(keep, str) else keep
     if not isinstance(columns, Sequence) or not all(isinstance(c, str) for c in columns):
-        raise TypeError(
+        raise ArgumentTypeError(
             f"{_WHERE}: keep must be a column name or a list of names (got {keep!r} of type {type(keep).__name__})"
         )
     columns = list(dict.fromkeys(columns))
     unknown = [c for c in columns if c not in table_columns]
     if unknown:
-        raise ValueError(
+        raise ArgumentError(
             f"{_WHERE}: keep must name columns of the table (got unknown {unknown}; the table has {table_columns})"
         )
     clashes = [c for c in columns if c in output_names]
     if clashes:
-        raise ValueError(
+        raise ArgumentError(
             f"{_WHERE}: keep must not name an output column (got {clashes}, also in output); rename the output"
         )
     return columns
@@ -220,13 +221,13 @@ def _parse_keep(keep: Any, table_columns: list[str], output_names: list[str]) ->
 
 def _check_path(path: Any, overwrite: bool) -> Path:
     if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(
+        raise ArgumentTypeError(
             f"{_WHERE}: path must be a directory path or None (got {path!r} of type {type(path).__name__})"
         )
     out = Path(path).expanduser().absolute()
     if out.exists() and not overwrite and not (out.is_dir() and not any(out.iterdir())):
         what = "a non-empty directory" if out.is_dir() else "a file"
-        raise ValueError(
+        raise ArgumentError(
             f"{_WHERE}: path must not exist or be an empty directory unless overwrite=True (got {str(path)!r}: {what})"
         )
     return out
@@ -327,7 +328,7 @@ def _predict_in_batches(model: Any, x: Any, batch_size: int) -> Any:
             outputs = [np.empty((rows, *np.shape(leaf)[1:]), np.asarray(leaf).dtype) for leaf in leaves]
         for out, leaf in zip(outputs, leaves):
             if np.shape(leaf)[:1] != (stop - start,):
-                raise ValueError(
+                raise ArgumentError(
                     f"{_WHERE}: the model's output must have one row per input row (got shape "
                     f"{np.shape(leaf)} for {stop - start} input rows)"
                 )
@@ -345,7 +346,7 @@ def _make_predictor(model: Any) -> _Predictor:
         pass
     if callable(model):
         return _Predictor(model)
-    raise TypeError(
+    raise ArgumentTypeError(
         f"{_WHERE}: model must be a Keras model or a callable f(x) returning arrays (got {model!r} of type "
         f"{type(model).__name__})"
     )
@@ -367,27 +368,27 @@ def _match(targets: list[_Target], outputs: Any, *, static: bool = False) -> lis
     single = targets[0].key is None
     if isinstance(outputs, Mapping):
         if single:
-            raise ValueError(
+            raise ArgumentError(
                 f"{_WHERE}: output must be a dict of model output name -> column name(s) for a model with "
                 f"outputs {list(outputs)} (got {_spec_text(targets)})"
             )
         keys = [str(k) for k in outputs]
         if sorted(keys) != sorted(str(t.key) for t in targets):
-            raise ValueError(
+            raise ArgumentError(
                 f"{_WHERE}: output must have one entry per model output {keys} (got {_spec_text(targets)})"
             )
         by_key = {str(k): v for k, v in outputs.items()}
         pairs = [(t, by_key[str(t.key)]) for t in targets]
     elif isinstance(outputs, (list, tuple)):
         if single or len(outputs) != len(targets):
-            raise ValueError(
+            raise ArgumentError(
                 f"{_WHERE}: output must be a dict with one entry per model output, in order, for a model "
                 f"returning {len(outputs)} outputs (got {_spec_text(targets)})"
             )
         pairs = list(zip(targets, outputs))
     else:
         if not single:
-            raise ValueError(
+            raise ArgumentError(
                 f"{_WHERE}: output must be a column name or a list of names for a model with one output "
                 f"(got {_spec_text(targets)})"
             )
@@ -399,7 +400,7 @@ def _match(targets: list[_Target], outputs: Any, *, static: bool = False) -> lis
             if static and width is None:
                 continue
             expected = "[n] or [n, 1]" if len(target.columns) == 1 else f"[n, {len(target.columns)}]"
-            raise ValueError(
+            raise ArgumentError(
                 f"{_WHERE}: output must name one column per column of {target.describe()} of shape "
                 f"{_shape_text(shape)} (got {list(target.columns)}, which needs shape {expected})"
             )
@@ -434,7 +435,7 @@ def column_dtype(dtype: Any) -> np.dtype:
         return np.dtype(f"int{dtype.itemsize * 16}")
     if dtype.kind == "b":
         return np.dtype("int8")
-    raise TypeError(
+    raise ArgumentTypeError(
         f"{_WHERE}: model outputs must be numeric or boolean (got dtype {dtype}); supported: float16/32/64, "
         "int8-64, uint8-32, bool"
     )
@@ -446,7 +447,7 @@ def _output_columns(pairs: list[tuple[_Target, Any]], num_rows: int) -> dict[str
     for target, value in pairs:
         array = np.asarray(value)
         if array.shape[0] != num_rows:
-            raise ValueError(
+            raise ArgumentError(
                 f"{_WHERE}: {target.describe()} must have one row per input row (got {array.shape[0]} rows "
                 f"for {num_rows} input rows)"
             )
@@ -498,20 +499,20 @@ def _heap_result(groups: _Groups, static: Any, keep: list[str], refreshing: bool
             for name, values in columns.items():
                 pieces.setdefault(name, []).append(values)
         return _public_table({name: np.concatenate(parts) for name, parts in pieces.items()}, base)
-    if num_rows > _engine_write.MAX_ROWS:
-        raise ValueError(
-            f"{_WHERE}: path must be given for tables of more than {_engine_write.MAX_ROWS} rows (got "
+    if num_rows > engine_write.MAX_ROWS:
+        raise ArgumentError(
+            f"{_WHERE}: path must be given for tables of more than {engine_write.MAX_ROWS} rows (got "
             f"{num_rows} rows and path=None)"
         )
-    builders: dict[str, _engine_write.ColumnBuilder] = {}
+    builders: dict[str, engine_write.ColumnBuilder] = {}
     for offset, columns in groups:
         for name, values in columns.items():
             if name not in builders:
-                builders[name] = _engine_write.ColumnBuilder(values.dtype, num_rows)
+                builders[name] = engine_write.ColumnBuilder(values.dtype, num_rows)
             builders[name].put(offset, values)
-    sources = {} if base is None else _engine_write.flat_sources(base)
+    sources = {} if base is None else engine_write.flat_sources(base)
     sources.update({name: builder.column_source() for name, builder in builders.items()})
-    return _engine_write.table_from_sources(num_rows, sources)
+    return engine_write.table_from_sources(num_rows, sources)
 
 
 def _parquet_result(groups: _Groups, static: Any, keep: list[str], out: Path, engine: bool) -> Any:
@@ -527,7 +528,7 @@ def _parquet_result(groups: _Groups, static: Any, keep: list[str], out: Path, en
             base = None
             if keep:
                 base = static.slice(offset, offset + rows).view(keep).snapshot()
-            page = _engine_write.to_table(columns, base) if engine else _public_table(columns, base)
+            page = engine_write.to_table(columns, base) if engine else _public_table(columns, base)
             parquet.write(page, str(partial / PAGE_FILE.format(index=index)))
         _replace(partial, out)
     except BaseException:

@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
-from dh_tf.plan import Span
+Span = tuple[int, int]
+"""A half-open range of row positions ``[start, stop)``, as in ``Table.slice``."""
 
 
 class SpanReader(Protocol):
@@ -76,22 +77,3 @@ class TableSource(Protocol):
     def open_epoch(self, columns: Sequence[str]) -> contextlib.AbstractContextManager[EpochView]:
         """A consistent view of ``columns`` for one epoch (a snapshot if refreshing), released on exit."""
         ...
-
-
-def open_source(table: Any, where: str, *, read_path: str = "auto") -> TableSource:
-    """The source for ``table``: an embedded ``deephaven.table.Table``, a ``pydeephaven.table.Table``
-    (read over Arrow Flight, no JVM here: ``remote_source.py``), or a source as it is.
-
-    Raises:
-        TypeError: ``table`` is not a table dh_tf can read.
-        ValueError: a pydeephaven table whose Session or table is closed.
-    """
-    if all(hasattr(table, name) for name in ("column_types", "is_refreshing", "open_epoch", "num_rows")):
-        return table
-    if type(table).__module__.startswith("pydeephaven"):  # decided without importing pydeephaven
-        from dh_tf import remote_source
-
-        return remote_source.RemoteSource(table, where)
-    from dh_tf import engine_source
-
-    return engine_source.EngineSource(table, where, read_path=read_path)

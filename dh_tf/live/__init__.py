@@ -1,0 +1,1 @@
+"""Live tables: follow the rows a table adds, as batches (the engine side lives in the sources)."""

@@ -1,0 +1,46 @@
+"""A live table's batches as an infinite ``tf.data.Dataset`` (NOTE [ Follow mode ] in ``live/follow.py``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from dh_tf.live.follow import Follower, follow
+from dh_tf.reading.layout import ColumnSpec
+from dh_tf.tf.specs import import_tensorflow, output_signature
+
+
+def follow_dataset(table: Any, features: ColumnSpec, label: ColumnSpec | None = None, **options: Any) -> Any:
+    """A ``tf.data.Dataset`` of the batches of :func:`follow` (same arguments), for ``model.fit``.
+
+    Without ``max_rows``/``max_batches`` its cardinality is infinite: pass ``steps_per_epoch``
+    (``model.fit(ds, steps_per_epoch=100, epochs=5)``; Keras keeps one iterator across epochs). The
+    arguments are checked now. Each pass over the dataset is a new follower (its ``start`` counted
+    from the moment the pass starts; the first pass from this call); it stops, removing its listener
+    and thread, when TensorFlow releases the iterator. The batch dimension is ``None`` (a flush after
+    ``max_wait`` is partial).
+
+    Raises:
+        As :func:`follow`; ImportError: TensorFlow is not installed.
+    """
+    from deephaven.execution_context import get_exec_ctx
+
+    tf = import_tensorflow()
+    first: list[Follower] = [follow(table, features, label, **options)]
+    signature = output_signature(first[0].layout, tf)
+    infinite = options.get("max_rows") is None and options.get("max_batches") is None
+    exec_ctx = get_exec_ctx()  # later passes build their follower on a TensorFlow thread
+
+    def batches() -> Iterator[Any]:
+        if first:
+            follower = first.pop()
+        else:
+            with exec_ctx:
+                follower = follow(table, features, label, **options)
+        with follower:
+            yield from follower
+
+    dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
+    if infinite:
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY))
+    return dataset

@@ -1,0 +1,1 @@
+"""Results back into tables: predictions (static and live), the engine write path, metrics figures."""
