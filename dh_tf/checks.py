@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -68,3 +69,24 @@ def choice_arg(value: Any, name: str, where: str, choices: tuple[str, ...]) -> s
     if not isinstance(value, str) or value not in choices:
         raise ArgumentError(f"{where}: {name} must be one of {list(choices)} (got {value!r})")
     return value
+
+
+UNSET: Any = type("Unset", (), {"__repr__": lambda self: "UNSET"})()
+"""The default of an argument whose old, deprecated name may be given instead (:func:`renamed_arg`)."""
+
+
+def renamed_arg(value: Any, old_value: Any, name: str, old_name: str, where: str, default: Any) -> Any:
+    """The value of argument ``name``, given either as ``name`` or by its old name ``old_name``.
+
+    The old name works for one release with a ``DeprecationWarning``; ``default`` when neither is given.
+
+    Raises:
+        ArgumentError: both names were given.
+    """
+    if old_value is UNSET:
+        return default if value is UNSET else value
+    if value is not UNSET:
+        raise ArgumentError(f"{where}: pass {name}= only (got both {name}= and its old name {old_name}=)")
+    warnings.warn(f"{where}: {old_name}= is renamed {name}=; the old name goes in the next release",
+                  DeprecationWarning, stacklevel=3)
+    return old_value

@@ -47,7 +47,7 @@ class KillAt(keras.callbacks.Callback):
 
 
 table = parquet.read(parquet_path)
-run = dh_tf.ResumableTraining(checkpoint, save_every=5)
+run = dh_tf.ResumableTraining(checkpoint, every=5)
 ds = dh_tf.to_dataset(table, ["X", "Id"], "Y", batch_size=64, shuffle=True, seed=11, page_rows=640, reader_threads=2)
 keras.utils.set_random_seed(0)
 model = keras.Sequential([keras.Input((2,)), RecordIds(), keras.layers.Dense(1)])
@@ -58,4 +58,6 @@ if kill_at != "-":
 with open(log_file, "a") as log:
     log.write(f"start {run.saved_state}\n")
 run.fit(model, ds, epochs=3, callbacks=callbacks, verbose=0)
+# The end state, for comparison with an uninterrupted run: weights and the optimizer's variables.
+np.savez(log_file + ".end.npz", *[np.asarray(v) for v in model.weights], *[np.asarray(v) for v in model.optimizer.variables])
 print("finished")

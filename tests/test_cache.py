@@ -1,4 +1,4 @@
-"""The decoded epoch cache (NOTE [ Epoch cache ] in cache.py): exact, never stale, owned and cleaned up."""
+"""The decoded epoch cache (NOTE [ Epoch cache ] in reading/epoch_cache.py): exact, never stale, owned and cleaned up."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Reader threads (NOTE [ Reader threads ] in prefetch.py): exact, ordered, deterministic, and cleaned up."""
+"""Reader threads (NOTE [ Reader threads ] in reading/reader_threads.py): exact, ordered, deterministic, and cleaned up."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Exact mid-epoch resumption (NOTE [ Resuming an epoch ] in loader.py, NOTE [ Resumable training ] in resume.py)."""
+"""Exact mid-epoch resumption (NOTE [ Resuming an epoch ] in reading/state.py, NOTE [ Resumable training ] in tf/resumable.py)."""
 
 from __future__ import annotations
 
@@ -68,8 +68,8 @@ def test_a_state_for_another_table_size_or_format_is_refused(table):
     state = dh_tf.TableLoader(table, "Id", **KW).state_dict()
     with pytest.raises(ValueError, match=r"num_rows=10007 \(this table: 10006\)"):
         dh_tf.TableLoader(table.head(10_006), "Id", **KW).load_state_dict(state)
-    with pytest.raises(ValueError, match=r"state format 2 is not one this dh_tf reads \(formats 1..1\)"):
-        dh_tf.TableLoader(table, "Id", **KW).load_state_dict({**state, "format": 2})
+    with pytest.raises(dh_tf.ArgumentError, match=r"state format 3 is not one this dh_tf reads \(formats 1..2\)"):
+        dh_tf.TableLoader(table, "Id", **KW).load_state_dict({**state, "format": 3})
     with pytest.raises(ValueError, match=r"state\['batches'\] must be <= 101 batches per epoch \(got 102\)"):
         dh_tf.TableLoader(table, "Id", **KW).load_state_dict({**state, "batches": 102})
     with pytest.raises(TypeError, match="state must be a dict from state_dict"):
@@ -105,6 +105,14 @@ def test_a_killed_keras_run_resumes_mid_epoch_exactly(make_table, tmp_path, run_
     assert all(np.array_equal(a, b) for a, b in zip(epoch1, uninterrupted[1]))
     assert len(second) == (steps - 5) + steps
     assert all(np.array_equal(a, b) for a, b in zip(second[steps - 5 :], uninterrupted[2]))
+    # Weights and the optimizer's state (Adam's moments, its step count) came back: the resumed run
+    # ends exactly where a run that was never killed ends.
+    whole = run_script(path, tmp_path / "ckpt-whole", tmp_path / "whole.log", "-")
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    resumed_end, whole_end = np.load(f"{log}.end.npz"), np.load(tmp_path / "whole.log.end.npz")
+    assert len(resumed_end.files) == len(whole_end.files) > 2
+    for name in whole_end.files:
+        np.testing.assert_allclose(resumed_end[name], whole_end[name], rtol=1e-6, atol=1e-7, err_msg=name)
 
 
 @pytest.fixture
@@ -124,13 +132,13 @@ def run_script():
 
 
 @pytest.mark.parametrize("value,error,message", [
-    (0, ValueError, r"save_every must be an int >= 1 \(got 0\)"),
-    (True, TypeError, r"save_every must be an int >= 1 \(got True of type bool\)"),
-    ("5", TypeError, r"save_every must be an int >= 1 \(got '5' of type str\)"),
+    (0, ValueError, r"every must be an int >= 1 \(got 0\)"),
+    (True, TypeError, r"every must be an int >= 1 \(got True of type bool\)"),
+    ("5", TypeError, r"every must be an int >= 1 \(got '5' of type str\)"),
 ])
 def test_bad_save_every(tmp_path, value, error, message):
     with pytest.raises(error, match=message):
-        dh_tf.ResumableTraining(tmp_path, save_every=value)
+        dh_tf.ResumableTraining(tmp_path, every=value)
 
 
 def test_fit_needs_a_dh_tf_dataset_and_the_callback_needs_fit(tmp_path, table):
@@ -164,3 +172,97 @@ def test_sync_epochs_maps_keras_epochs_to_loader_epochs(table):
     assert seen == [0, 1]
     with pytest.raises(TypeError, match="SyncEpochs: dataset must come from dh_tf.to_dataset"):
         dh_tf.SyncEpochs([1, 2])
+
+
+# --- bugs found by the third wave's review; each test failed before its fix ---
+
+
+def test_unshuffled_state_with_a_drawn_seed_resumes(table):
+    """Bug 1: seed=None draws a seed, which an unshuffled order ignores; loading must not compare it."""
+    kw = {**KW, "shuffle": False, "seed": None}
+    loader = dh_tf.TableLoader(table, "Id", **kw)
+    iterator = iter(loader)
+    before = [next(iterator) for _ in range(3)]
+    state = loader.state_dict()
+    restored = dh_tf.TableLoader(table, "Id", **kw)
+    assert restored.seed != loader.seed
+    restored.load_state_dict(state)
+    assert np.array_equal(np.concatenate(before + list(restored)), np.arange(10_007))
+    with pytest.raises(dh_tf.ArgumentError, match=r"seed=4 \(this loader: 5\)"):  # shuffled: the seed matters
+        dh_tf.TableLoader(table, "Id", **{**KW, "seed": 5}).load_state_dict(dh_tf.TableLoader(table, "Id", **KW).state_dict())
+
+
+def test_a_resumed_unshuffled_keras_run_with_a_drawn_seed_restarts(table, tmp_path):
+    """Bug 1, as a user hits it: ResumableTraining over to_dataset(t, ["A"], "Y") without a seed, restarted."""
+    import keras
+
+    def attempt(stop_at):
+        ds = dh_tf.to_dataset(table, ["X"], "X", batch_size=1000, label_dtype="float32")
+        model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+        model.compile(optimizer="sgd", loss="mse")
+        stop = keras.callbacks.LambdaCallback(
+            on_train_batch_end=lambda batch, logs: setattr(model, "stop_training", batch == stop_at))
+        return dh_tf.ResumableTraining(tmp_path, every=1).fit(model, ds, epochs=2, callbacks=[stop], verbose=0)
+
+    attempt(4)
+    assert json.loads((tmp_path / "dh_tf_state.json").read_text())["loader"]["batches"] == 5
+    history = attempt(-1)  # the seed drawn this time differs; the run goes on
+    assert len(history.history["loss"]) == 1 and history.epoch == [1]
+
+
+def test_a_state_saved_with_the_old_page_size_resumes_unshuffled_and_says_how_when_shuffled(table):
+    unshuffled = dh_tf.TableLoader(table, "Id", **{**KW, "shuffle": False}).state_dict()
+    dh_tf.TableLoader(table, "Id", **{**KW, "shuffle": False, "page_rows": 2000}).load_state_dict(unshuffled)
+    shuffled = dh_tf.TableLoader(table, "Id", **KW).state_dict()
+    with pytest.raises(dh_tf.ArgumentError, match=r"page_rows=1000 \(this loader: 2000\).*pass page_rows=1000"):
+        dh_tf.TableLoader(table, "Id", **{**KW, "page_rows": 2000}).load_state_dict(shuffled)
+    old_sharded = {**dh_tf.TableLoader(table, "Id", **KW, num_shards=2).state_dict(), "format": 1}
+    with pytest.raises(dh_tf.ArgumentError, match=r"format 1, dh_tf < 0.2\) is of a shuffled, sharded run"):
+        dh_tf.TableLoader(table, "Id", **KW, num_shards=2).load_state_dict(old_sharded)
+
+
+def test_state_dict_is_right_after_fit_without_callbacks(table):
+    """Bug 7: a dataset's passes now move the loader's position (whole epochs; mid-epoch is Keras's count)."""
+    import keras
+
+    ds = dh_tf.to_dataset(table, ["X"], "X", batch_size=2000, label_dtype="float32")
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    model.fit(ds, epochs=3, verbose=0)
+    assert (ds.dh_tf_loader.state_dict()["epoch"], ds.dh_tf_loader.state_dict()["batches"]) == (3, 0)
+
+
+def test_a_dataset_of_a_resumed_loader_is_right_on_every_pass(table):
+    """Bug 8: the rest of the resumed epoch, then whole epochs; no count fixed for the first pass."""
+    import tensorflow as tf
+
+    reference = dh_tf.TableLoader(table, "Id", **KW)
+    epochs = [np.concatenate(list(reference)) for _ in range(3)]
+    loader = dh_tf.TableLoader(table, "Id", **KW)
+    loader.load_state_dict({**loader.state_dict(), "batches": 40})
+    ds = dh_tf.dataset_from_loader(loader)
+    assert ds.cardinality() == tf.data.UNKNOWN_CARDINALITY
+    passes = [np.concatenate([b.numpy() for b in ds]) for _ in range(3)]
+    assert np.array_equal(passes[0], epochs[0][40 * 100 :])
+    assert np.array_equal(passes[1], epochs[1]) and np.array_equal(passes[2], epochs[2])
+    fresh = dh_tf.dataset_from_loader(dh_tf.TableLoader(table, "Id", **KW))
+    assert fresh.cardinality() == 101
+
+
+def test_resumable_training_counts_steps_not_hook_calls(table, tmp_path):
+    """Bug 9: with steps_per_execution=k Keras calls batch hooks every k steps; the state counts steps."""
+    import keras
+
+    ds = dh_tf.to_dataset(table, ["X"], "X", batch_size=100, label_dtype="float32")
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse", steps_per_execution=4)
+    seen = []
+
+    def stop(batch, logs):
+        seen.append(batch)
+        model.stop_training = batch == 11
+
+    run = dh_tf.ResumableTraining(tmp_path, every=4)
+    run.fit(model, ds, epochs=1, callbacks=[keras.callbacks.LambdaCallback(on_train_batch_end=stop)], verbose=0)
+    assert seen == [3, 7, 11]  # three hook calls for twelve steps
+    assert run.saved_state["epoch"] == 0 and run.saved_state["batches"] == 12

@@ -1,4 +1,4 @@
-"""Sharding for multi-worker training (NOTE [ Shards ] in plan.py) on a real table, and its bad input."""
+"""Sharding for multi-worker training (NOTE [ Shards ] in reading/plan.py) on a real table, and its bad input."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ Rows left over at the end of a page are carried into the next page, so every bat
 ``batch_size`` rows except the very last one of the epoch, which is kept unless
 ``drop_remainder``. To keep Python out of the per-batch path, :func:`align_groups` yields
 *groups*: runs of whole batches (a multiple of ``batch_size`` rows) that are views into pages where
-possible; TensorFlow then cuts them into batches in C++ (``tf_data.py``), and the numpy iterator
+possible; TensorFlow then cuts them into batches in C++ (``tf/dataset.py``), and the numpy iterator
 cuts them with :func:`split_batches`.
 """
 

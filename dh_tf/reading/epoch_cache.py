@@ -17,19 +17,20 @@ up front (``posix_fallocate``), so a full disk fails at once, with nothing left 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
 import tempfile
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dh_tf.errors import ArgumentError, ArgumentTypeError, CacheError, CacheSpaceError
+from dh_tf.errors import ArgumentError, ArgumentTypeError, CacheError, CacheSpaceError, UsageError
 from dh_tf.reading.layout import Layout
 from dh_tf.reading.pages import PageReader, deliver
 from dh_tf.reading.plan import PagePlan
@@ -61,27 +62,36 @@ def check_cache_arg(cache: Any, where: str) -> str | None:
 
 
 class EpochCache:
-    """One file per field under a new directory in ``parent``, sized for ``num_rows`` rows.
+    """One file per field under a new directory in ``parent``, sized for the rows ``[first_row, first_row + num_rows)``.
 
-    Thread-safe: reader threads write and read disjoint or identical ranges concurrently.
+    Thread-safe: reader threads write and read disjoint or identical ranges concurrently. Closing
+    is safe at any time, from any thread (NOTE [ Closing a cache in use ]).
 
     Raises:
-        CacheSpaceError: the file system of ``parent`` cannot hold the cache (the message names the
-            directory and the bytes needed); nothing is left behind.
-        ValueError: ``parent`` is not writable.
+        CacheSpaceError: the file system of ``parent`` cannot hold the cache, or has no room for its
+            directory (the message names the directory and the bytes needed); nothing is left behind.
+        ArgumentError: the directory cannot be created in ``parent`` for another reason.
     """
 
-    def __init__(self, parent: str, layout: Layout, num_rows: int, where: str) -> None:
+    def __init__(self, parent: str, layout: Layout, num_rows: int, where: str, *, first_row: int = 0) -> None:
         self._row_bytes = [field.dtype.itemsize * int(np.prod(field.shape)) for field in layout.fields]
         self._fields = layout.fields
         self.num_rows = num_rows
+        self.first_row = first_row
         self.nbytes = num_rows * sum(self._row_bytes)
+        self._where = where
         try:
             self.directory = tempfile.mkdtemp(prefix="dh_tf-cache-", dir=parent)
         except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise self._space_error(e, parent) from e
             raise ArgumentError(f"{where}: cannot create the cache in {parent!r}: {e}") from e
         self._fds: list[int] = []
         self._finalizer = weakref.finalize(self, _remove, self.directory, self._fds)
+        self._lock = threading.Lock()
+        self._covered: list[Span] = []
+        self._users = 0
+        self._closed = False
         try:
             for index, row_bytes in enumerate(self._row_bytes):
                 fd = os.open(os.path.join(self.directory, f"field{index}.bin"), os.O_RDWR | os.O_CREAT, 0o600)
@@ -90,57 +100,97 @@ class EpochCache:
                     _reserve(fd, num_rows * row_bytes)
         except OSError as e:
             self.close()
-            if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise CacheSpaceError(
-                    e.errno,
-                    f"{where}: no room for the epoch cache in {parent!r}: it needs {self.nbytes} bytes "
-                    f"({self.nbytes / 2**20:.1f} MiB) for {num_rows} rows; free "
-                    f"{shutil.disk_usage(parent).free} bytes there, or pass cache=<a directory on a bigger disk>",
-                ) from e
+            if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise self._space_error(e, parent) from e
             raise
-        self._lock = threading.Lock()
-        self._covered: list[Span] = []
+
+    def _space_error(self, error: OSError, parent: str) -> CacheSpaceError:
+        return CacheSpaceError(
+            error.errno,
+            f"{self._where}: no room for the epoch cache in {parent!r}: it needs {self.nbytes} bytes "
+            f"({self.nbytes / 2**20:.1f} MiB) for {self.num_rows} rows; free "
+            f"{shutil.disk_usage(parent).free} bytes there, or pass cache=<a directory on a bigger disk> "
+            f"({error.strerror})",
+        )
+
+    @contextlib.contextmanager
+    def _in_use(self) -> Iterator[None]:
+        """Holds the files open while a read or write runs.
+
+        NOTE [ Closing a cache in use ]
+        ``close()`` may come while reader threads read or write (a ``with TableLoader(cache=True)``
+        block left while tf.data still prefetches). It marks the cache closed; the files are removed
+        at once if no read or write is running, else by the last one to finish, so no descriptor is
+        closed (and its number reused by another ``open()``) while a thread uses it. A read or
+        write that starts after ``close()`` raises :class:`~dh_tf.errors.UsageError`.
+        """
+        with self._lock:
+            if self._closed:
+                raise UsageError(
+                    f"{self._where}: the loader was closed during an epoch, removing its epoch cache "
+                    f"{self.directory!r}; no page is read after close() (iterate a loader before closing it)"
+                )
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                last = self._closed and self._users == 0
+            if last:
+                self._finalizer()
 
     def covers(self, spans: Sequence[Span]) -> bool:
-        """True when every row of ``spans`` has been written."""
+        """True when every row of ``spans`` has been written (and the cache is open)."""
         with self._lock:
-            return all(_inside(span, self._covered) for span in spans)
+            return not self._closed and all(_inside(span, self._covered) for span in spans)
 
     def write(self, spans: Sequence[Span], arrays: Sequence[np.ndarray]) -> None:
-        """Writes the page's arrays (rows in read order of ``spans``), then marks the spans covered."""
-        for fd, row_bytes, array in zip(self._fds, self._row_bytes, arrays):
-            view = memoryview(np.ascontiguousarray(array)).cast("B")
-            offset = 0
-            for start, stop in spans:
-                size = (stop - start) * row_bytes
-                _write_all(fd, view[offset : offset + size], start * row_bytes)
-                offset += size
-        with self._lock:
-            for span in spans:
-                self._covered = _add(self._covered, span)
+        """Writes the page's arrays (rows in read order of ``spans``), then marks the spans covered.
+
+        Raises:
+            UsageError: the cache was closed.
+        """
+        with self._in_use():
+            for fd, row_bytes, array in zip(self._fds, self._row_bytes, arrays):
+                view = memoryview(np.ascontiguousarray(array)).cast("B")
+                offset = 0
+                for start, stop in spans:
+                    size = (stop - start) * row_bytes
+                    _write_all(fd, view[offset : offset + size], (start - self.first_row) * row_bytes)
+                    offset += size
+            with self._lock:
+                for span in spans:
+                    self._covered = _add(self._covered, span)
 
     def read(self, spans: Sequence[Span]) -> list[np.ndarray]:
         """New arrays, one per field, holding the rows of ``spans`` in read order.
 
         Raises:
-            OSError: a file could not be read in full (the cache was damaged from outside).
+            UsageError: the cache was closed.
+            CacheError: a file could not be read in full (the cache was damaged from outside).
         """
         rows = sum(stop - start for start, stop in spans)
         arrays = []
-        for fd, row_bytes, field in zip(self._fds, self._row_bytes, self._fields):
-            out = np.empty((rows, *field.shape), dtype=field.dtype)
-            view = memoryview(out).cast("B")
-            offset = 0
-            for start, stop in spans:
-                size = (stop - start) * row_bytes
-                _read_all(fd, view[offset : offset + size], start * row_bytes)
-                offset += size
-            arrays.append(out)
+        with self._in_use():
+            for fd, row_bytes, field in zip(self._fds, self._row_bytes, self._fields):
+                out = np.empty((rows, *field.shape), dtype=field.dtype)
+                view = memoryview(out).cast("B")
+                offset = 0
+                for start, stop in spans:
+                    size = (stop - start) * row_bytes
+                    _read_all(fd, view[offset : offset + size], (start - self.first_row) * row_bytes)
+                    offset += size
+                arrays.append(out)
         return arrays
 
     def close(self) -> None:
-        """Closes and removes the cache files. Safe to call twice, from any thread."""
-        self._finalizer()
+        """Closes and removes the cache files, now or when the last running read or write ends. Safe twice, any thread."""
+        with self._lock:
+            self._closed = True
+            idle = self._users == 0
+        if idle:
+            self._finalizer()
 
 
 class CachingPageReader:
@@ -150,7 +200,15 @@ class CachingPageReader:
     reader is opened only when a page is not covered, so a fully cached epoch does no JVM work.
     """
 
-    def __init__(self, view: EpochView, layout: Layout, column_types: Any, cache: EpochCache | None) -> None:
+    def __init__(
+        self,
+        view: EpochView,
+        layout: Layout,
+        column_types: Any,
+        cache: EpochCache | None,
+        check_open: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._check_open = check_open
         self._view = view
         self._layout = layout
         self._column_types = column_types
@@ -158,7 +216,12 @@ class CachingPageReader:
         self._pages: PageReader | None = None
 
     def read(self, plan: PagePlan) -> list[np.ndarray]:
-        """One array per field, rows in delivery order (as :meth:`PageReader.read`)."""
+        """One array per field, rows in delivery order (as :meth:`PageReader.read`).
+
+        Raises:
+            UsageError: the loader was closed since the epoch began (``check_open``), or the cache was.
+        """
+        self._check_open()
         if self._cache is not None and self._cache.covers(plan.spans):
             return deliver(self._cache.read(plan.spans), plan)
         if self._pages is None:

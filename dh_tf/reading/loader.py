@@ -11,18 +11,18 @@ from typing import Any
 import numpy as np
 
 from dh_tf.checks import bool_arg, int_arg
-from dh_tf.errors import ArgumentError, ArgumentTypeError
+from dh_tf.errors import ArgumentError, UsageError
 from dh_tf.reading import batching
 from dh_tf.reading.epoch_cache import CachingPageReader, EpochCache, check_cache_arg
 from dh_tf.reading.layout import ColumnSpec, Layout, NullPolicy, build_layout
+from dh_tf.reading.page_size import default_page_rows, row_bytes
 from dh_tf.reading.plan import ReadPlan
 from dh_tf.reading.reader_threads import read_in_order
+from dh_tf.reading.state import check_state, make_state
 from dh_tf.sources import open_source
 
-PAGE_MIB = 32
-"""The default page size, in MiB of output arrays: large pages amortize every per-page cost."""
 MIN_SHUFFLE_BLOCK_ROWS = 65536
-"""The smallest shuffle block; see NOTE [ Shuffling by blocks ] in plan.py."""
+"""The smallest shuffle block; see NOTE [ Shuffling by blocks ] in reading/plan.py."""
 SHUFFLE_BLOCK_ROWS = 262144
 """The default shuffle block: 1 MiB of 4-byte values, the data page size pyarrow and most writers use.
 
@@ -32,8 +32,6 @@ float32, pyarrow-written, -Xmx1g, 2 reader threads), shuffled / unshuffled epoch
 65536-row blocks, 0.97x with 262144, 1.01x with 1048576 (benchmarks/results/second-wave). Bigger
 blocks mix rows from fewer places per page; pass ``shuffle_block_rows=65536`` for more mixing."""
 MAX_DEFAULT_READER_THREADS = 8
-STATE_FORMAT = 1
-"""The version of :meth:`TableLoader.state_dict`'s format; a loader reads states of formats <= this."""
 
 
 def default_reader_threads() -> int:
@@ -64,7 +62,7 @@ class TableLoader:
         features: a column name (an array ``[batch]``), a list of names (``[batch, k]``), or a dict
             of name -> name or list (a dict of arrays, for multi-input models). A column of
             fixed-length arrays (``double[]``, ``DoubleVector``, ...) adds a dimension: ``[batch, n]``,
-            a list of them ``[batch, n, k]`` (NOTE [ Array columns ] in columns.py).
+            a list of them ``[batch, n, k]`` (NOTE [ Array columns ] in reading/layout.py).
         label: like ``features``, or None to yield ``x`` alone.
         batch_size: rows per batch.
         page_rows: rows per page read from the engine (>= batch_size); default: about 32 MiB of
@@ -78,11 +76,11 @@ class TableLoader:
         dtype: the dtype of features, weights and non-integer labels.
         label_dtype: the dtype of labels; None keeps integer labels integer.
         prefetch: pages read ahead of the consumer; 0 with one reader thread reads inline.
-        reader_threads: threads reading pages at once (NOTE [ Reader threads ] in prefetch.py);
+        reader_threads: threads reading pages at once (NOTE [ Reader threads ] in reading/reader_threads.py);
             default :func:`default_reader_threads` (the usable CPU cores, at most 8).
         cache: False (default); True to keep the decoded epoch in a new temporary directory; or a
             directory path (e.g. on a fast local disk) to create it in. Epochs after the first read
-            the cache, not the table (NOTE [ Epoch cache ] in cache.py). Static tables only. The
+            the cache, not the table (NOTE [ Epoch cache ] in reading/epoch_cache.py). Static tables only. The
             files are removed by :meth:`close` (or ``with TableLoader(...)``) or garbage collection.
         shuffle_block_rows: rows per shuffle block (>= 65536; default :data:`SHUFFLE_BLOCK_ROWS`,
             aligned to 1 MiB Parquet data pages).
@@ -90,7 +88,7 @@ class TableLoader:
             ``"engine"`` or ``"public"`` (NOTE [ Engine internals ] in engine_read.py).
         num_shards: split each epoch between this many consumers (e.g. tf.distribute workers);
             each reads only its own part and all get the same number of batches; up to
-            ``num_shards - 1`` rows per epoch are left out (NOTE [ Shards ] in plan.py).
+            ``num_shards - 1`` rows per epoch are left out (NOTE [ Shards ] in reading/plan.py).
         shard_index: which shard this loader reads, in ``[0, num_shards)``.
 
     Raises:
@@ -168,9 +166,7 @@ class TableLoader:
             where=where,
         )
         if page_rows is None:
-            # A source may know better (a remote one pays round trips per page): NOTE [ Sources ].
-            source_default = getattr(self.source, "default_page_rows", None)
-            page_rows = max(self.batch_size, source_default or _default_page_rows(self.layout))
+            page_rows = default_page_rows(row_bytes(self.layout.fields), self.batch_size, page_mib=self.source.page_mib)
         else:
             page_rows = int_arg(page_rows, "page_rows", where, minimum=1)
             if page_rows < self.batch_size:
@@ -195,11 +191,14 @@ class TableLoader:
                     f"{where}: cache= needs a static table, but this table is refreshing (each epoch reads a "
                     "new snapshot); pass cache=False, or cache a static snapshot: table.snapshot()"
                 )
-            self._cache = EpochCache(cache_parent, self.layout, self.source.num_rows(), where)
+            first, stop = self.plan.shard_span(self.source.num_rows())  # a shard caches its own rows only
+            self._cache = EpochCache(cache_parent, self.layout, stop - first, where, first_row=first)
         self.table = table
         self._epoch_lock = threading.Lock()
         self._next_epoch = 0
         self._resume: tuple[int, int] | None = None  # (epoch, batches already delivered in it)
+        self._closes = 0  # how many times close() was called: an epoch checks it did not change
+        self._closes = 0  # close() calls so far: an epoch checks that none came since it began
         self._progress = (0, 0)  # the consumer's position: (epoch, batches received), see state_dict
 
     @property
@@ -245,21 +244,12 @@ class TableLoader:
     def state_dict(self, *, epoch: int | None = None, batches: int | None = None) -> dict[str, Any]:
         """A small JSON-serializable state from which :meth:`load_state_dict` resumes exactly.
 
-        NOTE [ Resuming an epoch ]
-        The state names an epoch and how many of its batches the consumer has *received* (counted
-        where batches are handed over: by ``__iter__``, or by the caller, e.g. Keras's step count
-        in :class:`dh_tf.ResumableTraining`; never the pages read ahead by reader threads or
-        tf.data). A loader restored from it delivers exactly the rest of that epoch, in the order
-        the uninterrupted epoch had (the plan skips those rows: NOTE [ Skipped rows ] in plan.py),
-        then the next epochs as an uninterrupted run would. It also records what fixes the order
-        (seed, shuffle, sizes, shards, table rows), and loading checks them. For a refreshing
-        table, resumption reads the next epoch's snapshot: its rows may differ from the epoch that
-        was interrupted.
+        See NOTE [ Resuming an epoch ] in ``reading/state.py``.
 
         Args:
             epoch, batches: the position to record; by default the consumer's position as
-                ``__iter__`` counts it (``(next epoch, 0)`` once an epoch ended), or as last set by
-                :meth:`set_epoch` / :meth:`load_state_dict`.
+                ``__iter__`` counts it (``(next epoch, 0)`` once an epoch ended, also after a pass
+                through ``to_dataset``), or as last set by :meth:`set_epoch` / :meth:`load_state_dict`.
 
         Example:
             >>> json.dump(loader.state_dict(), open("state.json", "w"))
@@ -268,63 +258,51 @@ class TableLoader:
         if epoch is None or batches is None:
             with self._epoch_lock:
                 epoch, batches = self._progress
-        return {
-            "format": STATE_FORMAT,
-            "epoch": int(epoch),
-            "batches": int(batches),
-            "seed": self.seed,
-            "shuffle": self.shuffle,
-            "batch_size": self.batch_size,
-            "drop_remainder": self.drop_remainder,
-            "page_rows": self.plan.page_rows,
-            "shuffle_block_rows": self.plan.block_rows,
-            "num_shards": self.plan.num_shards,
-            "shard_index": self.plan.shard_index,
-            "num_rows": self.num_rows,
-        }
+        return make_state(self.plan, epoch, batches, self.num_rows)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Makes the next iteration resume from ``state`` (see NOTE [ Resuming an epoch ]).
+        """Makes the next iteration resume from ``state`` (NOTE [ Resuming an epoch ]).
 
         Raises:
-            TypeError: ``state`` is not a dict.
-            ValueError: the state is from a newer format, or was made for another table size,
-                batch size, seed, shuffle, page or block size, or shard; the message names each
-                mismatch with both values.
+            ArgumentTypeError: ``state`` is not a dict.
+            ArgumentError: the state is from a newer format, or was made for another order (table
+                size, batch size, shuffle, shard; with shuffle also seed, page or block size); the
+                message names each mismatch with both values.
         """
-        where = "TableLoader.load_state_dict"
-        if not isinstance(state, Mapping):
-            raise ArgumentTypeError(f"{where}: state must be a dict from state_dict() (got {type(state).__name__})")
-        version = state.get("format")
-        if not isinstance(version, int) or version > STATE_FORMAT or version < 1:
-            raise ArgumentError(
-                f"{where}: state format {version!r} is not one this dh_tf reads (formats 1..{STATE_FORMAT}); "
-                "it was written by a newer dh_tf"
-            )
-        mine = self.state_dict(epoch=0, batches=0)
-        mismatches = [
-            f"{key}={state.get(key)!r} (this loader: {mine[key]!r})"
-            for key in mine
-            if key not in ("format", "epoch", "batches", "num_rows") and state.get(key) != mine[key]
-        ]
-        if not self.source.is_refreshing and state.get("num_rows") != mine["num_rows"]:
-            mismatches.append(f"num_rows={state.get('num_rows')!r} (this table: {mine['num_rows']!r})")
-        if mismatches:
-            raise ArgumentError(f"{where}: the state was made for another loader: {', '.join(mismatches)}")
-        epoch = int_arg(state.get("epoch"), "state['epoch']", where, minimum=0)
-        batches = int_arg(state.get("batches"), "state['batches']", where, minimum=0)
-        if batches > len(self):
-            raise ArgumentError(f"{where}: state['batches'] must be <= {len(self)} batches per epoch (got {batches})")
+        epoch, batches = check_state(
+            state,
+            self.plan,
+            self.num_rows,
+            refreshing=self.source.is_refreshing,
+            num_batches=len(self),
+            where="TableLoader.load_state_dict",
+        )
         with self._epoch_lock:
             self._next_epoch = epoch
             self._resume = (epoch, batches) if batches else None
             self._progress = (epoch, batches)
 
     def close(self) -> None:
-        """Removes the epoch cache's files, if any. Safe to call twice; the loader reads the table after."""
+        """Ends every epoch in progress and removes the epoch cache's files, if any.
+
+        An epoch that began before ``close()`` raises :class:`~dh_tf.errors.UsageError` at its next
+        page (NOTE [ Closing a cache in use ] in ``reading/epoch_cache.py``: no file is closed while a
+        reader thread uses it); epochs begun afterwards read the table, without a cache. Safe to
+        call twice, from any thread.
+        """
+        with self._epoch_lock:
+            self._closes += 1
         cache, self._cache = self._cache, None
         if cache is not None:
             cache.close()
+
+    def _check_open(self, closes: int) -> None:
+        """Raises UsageError if :meth:`close` was called since an epoch that saw ``closes`` closes began."""
+        if self._closes != closes:
+            raise UsageError(
+                f"TableLoader: the loader of columns {list(self.layout.columns)} was closed during an epoch; "
+                "no page is read after close() (finish or break out of the epoch first, or build a new loader)"
+            )
 
     def __enter__(self) -> TableLoader:
         return self
@@ -358,17 +336,24 @@ class TableLoader:
         delivered batches itself (NOTE [ Resuming an epoch ]).
         """
         epoch, skip_batches = self._take_epoch()
+        with self._epoch_lock:
+            self._progress = (epoch, skip_batches)
         with contextlib.closing(self._groups(epoch, skip_batches)) as groups:
             for group in groups:
                 yield self.layout.assemble(group)
+        with self._epoch_lock:  # the whole epoch was handed over (mid-epoch counts are the consumer's)
+            if self._progress[0] == epoch:
+                self._progress = (epoch + 1, 0)
 
     def _groups(self, epoch: int, skip_batches: int) -> Iterator[list[np.ndarray]]:
-        cache = self._cache
+        cache, closes = self._cache, self._closes
         with self.source.open_epoch(self.layout.columns) as view:
             skip_rows = min(skip_batches * self.batch_size, self.plan.shard_rows(view.num_rows))
             pages = read_in_order(
                 self.plan.pages(view.num_rows, epoch, skip_rows=skip_rows),
-                lambda: CachingPageReader(view, self.layout, self.source.column_types, cache),
+                lambda: CachingPageReader(
+                    view, self.layout, self.source.column_types, cache, lambda: self._check_open(closes)
+                ),
                 reader_threads=self.reader_threads,
                 prefetch=self.prefetch,
             )
@@ -376,9 +361,3 @@ class TableLoader:
                 yield from batching.align_groups(pages, self.batch_size, self.drop_remainder)
             finally:
                 pages.close()  # stops the reader threads now, not at garbage collection
-
-
-def _default_page_rows(layout: Layout) -> int:
-    row_bytes = sum(field.dtype.itemsize * int(np.prod(field.shape)) for field in layout.fields)
-    rows = PAGE_MIB * 2**20 // row_bytes
-    return int(min(max(rows // 65536 * 65536, 65536), 4 * 2**20))

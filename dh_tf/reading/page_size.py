@@ -8,8 +8,8 @@ the 512 MiB that a fixed row count would. At most ``prefetch + reader_threads`` 
 (NOTE [ Reader threads ]), so that bounds the loader's memory. The rows are rounded down to a
 multiple of ``batch_size`` (pages then hold whole batches and nothing is carried between them), and
 are never fewer than one batch nor more than :data:`MAX_PAGE_ROWS`. Each source says how many MiB
-suit it (:data:`ENGINE_PAGE_MIB` in-process; a remote source pays round trips per page and wants
-more: ``RemoteSource.page_mib``). Follow mode applies the same rule with its own ceiling (one engine
+suit it (``TableSource.page_mib``: 32 for the embedded engine; a remote source pays round trips per
+page and wants 64). Follow mode applies the same rule with its own ceiling (one engine
 chunk), since it holds the update graph's lock for one page.
 """
 
@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import numpy as np
 
-ENGINE_PAGE_MIB = 32
-"""The default page size of in-process sources, in MiB of output arrays: large pages amortize every per-page cost."""
 MAX_PAGE_ROWS = 4 * 2**20
 """The most rows of a default page, however narrow the row."""
 
@@ -29,7 +27,7 @@ def row_bytes(fields: tuple) -> int:
 
 
 def default_page_rows(
-    bytes_per_row: int, batch_size: int, *, page_mib: float = ENGINE_PAGE_MIB, max_rows: int = MAX_PAGE_ROWS
+    bytes_per_row: int, batch_size: int, *, page_mib: float = 32, max_rows: int = MAX_PAGE_ROWS
 ) -> int:
     """The page rows for rows of ``bytes_per_row`` bytes (NOTE [ Page size ]).
 

@@ -14,15 +14,19 @@ table order, and the page reader then permutes the rows inside the page (see
 ``(seed, epoch)``.
 
 NOTE [ Shards ]
-With ``num_shards`` consumers (e.g. tf.distribute workers), every shard computes the same global
-order (table order, or the seeded block order, rotated) and takes its own contiguous part of it: shard ``k``
-of ``n`` gets rows ``[k * r, (k + 1) * r)`` of that order, where ``r = num_rows // n``. So shards
-are disjoint, every shard has the same number of rows and therefore the same number of batches
-(synchronous training needs equal step counts), and the ``num_rows % n`` rows at the end of the
-global order are not read in that epoch: the last rows of the table without shuffle (the same ones
-each epoch), or with shuffle a different few each epoch: the seeded block order starts at a seeded
-row and wraps around, so the leftover rows move even in a table of one block. With one shard no row
-is dropped.
+With ``num_shards`` consumers (e.g. tf.distribute workers), each shard owns a fixed part of the
+table for the whole run: shard ``k`` of ``n`` reads rows ``[k * r, (k + 1) * r)``, where
+``r = num_rows // n``, every epoch; with shuffle, that part is shuffled within itself by blocks
+(block order seeded by ``(seed, epoch, k)``) and rows within pages, as an unsharded table is. So
+shards are disjoint, every shard has the same number of rows and therefore of batches (synchronous
+training needs equal step counts), and the ``num_rows % n`` last rows of the table are never read
+(at most ``n - 1`` rows). Why fixed parts, as Petastorm (``cur_shard``) and MosaicML streaming
+partition per worker: a shard's epoch cache then holds only its own rows (its disk is 1/n of the
+table, and n shards on one host reserve one table in all), and the cache fills in the first epoch
+whatever the shuffle, so epochs 2+ of every shard are served from disk (NOTE [ Epoch cache ]). The
+cost: a row never changes shard, so shuffling mixes rows within a shard only; a synchronous step
+still averages gradients over a batch from every shard, i.e. over the whole table. With one shard
+no row is dropped.
 
 NOTE [ Skipped rows ]
 Resuming an epoch skips the rows this consumer already received. The pages are planned exactly as
@@ -88,6 +92,11 @@ class ReadPlan:
         """Rows this consumer reads per epoch of a table of ``num_rows`` rows (NOTE [ Shards ])."""
         return num_rows // self.num_shards if self.num_shards > 1 else num_rows
 
+    def shard_span(self, num_rows: int) -> Span:
+        """The table positions this consumer reads, every epoch (NOTE [ Shards ])."""
+        rows = self.shard_rows(num_rows)
+        return self.shard_index * rows, (self.shard_index + 1) * rows
+
     def num_batches(self, num_rows: int) -> int:
         """Batches this consumer gets per epoch: the loader's ``len()`` and the dataset's cardinality."""
         return batching.num_batches(self.shard_rows(num_rows), self.batch_size, self.drop_remainder)
@@ -146,19 +155,15 @@ def plan_epoch(
     shard_rows = num_rows // num_shards if num_shards > 1 else num_rows
     if not 0 <= skip_rows <= shard_rows:
         raise ArgumentError(f"plan_epoch: skip_rows must be in [0, {shard_rows}] (got {skip_rows})")
-    if shuffle:
-        blocks = [(start, min(start + block_rows, num_rows)) for start in range(0, num_rows, block_rows)]
-        order = np.random.default_rng([seed, epoch]).permutation(len(blocks))
-        sequence = [blocks[i] for i in order]
-    else:
-        sequence = [(0, num_rows)] if num_rows else []
-    if shuffle and num_shards > 1 and num_rows:
-        # Start the global order at a seeded row, wrapping around, so the leftover rows at its end
-        # are other rows each epoch even when the table is a single block (NOTE [ Shards ]).
-        offset = int(np.random.default_rng([seed, epoch, num_shards]).integers(num_rows))
-        sequence = _cut(sequence, offset, num_rows) + _cut(sequence, 0, offset)
     first = shard_index * shard_rows
-    mine = _cut(sequence, first, first + shard_rows)
+    stop = first + shard_rows
+    if shuffle:
+        blocks = [(start, min(start + block_rows, stop)) for start in range(first, stop, block_rows)]
+        # One shard keeps the original seeding, so unsharded orders are what they always were.
+        rng = np.random.default_rng([seed, epoch] if num_shards == 1 else [seed, epoch, num_shards, shard_index])
+        mine = [blocks[i] for i in rng.permutation(len(blocks))]
+    else:
+        mine = [(first, stop)] if shard_rows else []
     pages = []
     for page_index, start in enumerate(range(0, shard_rows, page_rows)):
         spans = _cut(mine, start, min(start + page_rows, shard_rows))

@@ -25,6 +25,9 @@ from dh_tf.sources.column_types import (
 )
 from dh_tf.sources.protocol import Span
 
+PAGE_MIB = 32
+"""MiB of output arrays per page when the caller gives no ``page_rows`` (NOTE [ Page size ] in
+``reading/page_size.py``): large pages amortize every per-page cost."""
 READ_PATHS = {"auto": None, "engine": True, "public": False}
 """read_path -> whether to use the engine fast path (None: if ``engine_read.available()``)."""
 
@@ -49,6 +52,7 @@ class EngineSource:
             {column.name: _type_name(column.data_type) for column in table.columns}, self.array_length
         )
         self.is_refreshing = bool(table.is_refreshing)
+        self.page_mib = PAGE_MIB
         self._fast = READ_PATHS[read_path]
         self._where = where
         from deephaven.execution_context import get_exec_ctx

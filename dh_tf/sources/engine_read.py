@@ -12,7 +12,7 @@ hold the GIL). ``tests/testengine_read.py`` checks this path against the public
 
 Boolean columns are read as bytes (``ReinterpretUtils.booleanToByteSource``): true 1, false 0, null -128.
 
-Array columns (NOTE [ Array columns ] in columns.py) fill an object chunk of Java arrays / vectors,
+Array columns (NOTE [ Array columns ] in reading/layout.py) fill an object chunk of Java arrays / vectors,
 flatten it in Java with the barrage extension's expansion kernels (``DoubleArrayExpansionKernel``,
 ``DoubleVectorExpansionKernel``, ...: one ``System.arraycopy`` per array, as the server does to send
 array columns over Arrow Flight) and bulk-copy the flat chunk the same way, with the per-row offsets,

@@ -8,14 +8,14 @@ sees or parses the secret.
 NOTE [ Remote pages ]
 Each epoch makes one server-side ``view`` of the needed columns (of a static table, read in place),
 or a static ``snapshot()`` of that view (of a refreshing table: one consistent set of rows per
-epoch, see NOTE [ Refreshing tables ] in source.py). Each span of a page is then a server-side
+epoch, see NOTE [ Refreshing tables ] in sources/protocol.py). Each span of a page is then a server-side
 ``slice(start, stop)`` (no copy on the server) streamed with one Flight ``DoGet``, record batch by
 record batch, straight into the page's native numpy arrays; Arrow validity bits are the null masks
 (the server turns Deephaven's null sentinels into Arrow nulls). Every server-side export (each
 slice, each epoch's view or snapshot) is released as soon as it is read, and on every way out
 (``finally``), so the server holds at most one slice per reader thread plus one table per open
 epoch. Several pages are in flight at once because the loader reads pages on several reader
-threads (NOTE [ Reader threads ] in prefetch.py); they share the pydeephaven Session, whose gRPC
+threads (NOTE [ Reader threads ] in reading/reader_threads.py); they share the pydeephaven Session, whose gRPC
 channel and Flight client are thread-safe (its own state is under its lock), and Arrow's decode
 runs without the GIL.
 """
@@ -32,11 +32,11 @@ from dh_tf.errors import ArgumentError, ArgumentTypeError, RemoteReadError
 from dh_tf.sources.column_types import COLUMN_KINDS, ColumnKind
 from dh_tf.sources.protocol import Span
 
-DEFAULT_PAGE_ROWS = 1 << 20
-"""Rows per page for remote tables when the caller gives no ``page_rows`` (see ``RemoteSource.default_page_rows``).
-
-Every page costs a few round trips (slice, DoGet, release), so remote pages are bigger than what
-the in-process engine needs; measured by ``benchmarks/remote.py``.
+PAGE_MIB = 64
+"""MiB of output arrays per remote page when the caller gives no ``page_rows`` (NOTE [ Page size ] in
+``reading/page_size.py``): every page costs a few round trips (slice, DoGet, release), so remote
+pages are twice the in-process size; 16 float32 columns give 1M-row pages, as measured best by
+``benchmarks/remote.py``.
 """
 DEFAULT_READ_TIMEOUT_S = 600.0
 """The longest one span's Flight ``DoGet`` may take before the read fails (a stalled server)."""
@@ -67,8 +67,7 @@ class RemoteSource:
         read_timeout_s: the longest one span's Flight ``DoGet`` may take.
 
     Attributes:
-        default_page_rows: the page size the loader should use when the caller gives none
-            (:data:`DEFAULT_PAGE_ROWS`).
+        page_mib: MiB per page when the caller gives no ``page_rows`` (:data:`PAGE_MIB`).
         server: ``host:port`` of the server, for messages.
 
     Raises:
@@ -76,7 +75,7 @@ class RemoteSource:
         ValueError: the table's Session is closed, or the table was closed.
     """
 
-    default_page_rows: int = DEFAULT_PAGE_ROWS
+    page_mib: float = PAGE_MIB
 
     def __init__(self, table: Any, where: str, *, read_timeout_s: float = DEFAULT_READ_TIMEOUT_S) -> None:
         _check_table(table, where)

@@ -10,7 +10,11 @@ Every pass over the dataset calls the loader's generator once, and every call is
 epoch (its shuffle order is a function of ``(seed, epoch)``). ``model.fit(ds, epochs=N)`` makes
 exactly one pass per Keras epoch; a pass made outside ``fit`` (``ds.take(1)``, ``ds.reduce``, a
 ``for`` loop over the dataset) uses an epoch too. To pin the mapping, ``ds.dh_tf_loader`` is the
-loader: ``ds.dh_tf_loader.set_epoch(0)`` before ``fit`` restarts the count.
+loader: ``ds.dh_tf_loader.set_epoch(0)`` before ``fit`` restarts the count. A dataset of a static
+table has the cardinality of one epoch, except one built from a loader with a resume point pending
+(``load_state_dict`` mid-epoch): its first pass is the rest of that epoch and later passes are whole
+epochs, so its cardinality is unknown (``dh_tf.ResumableTraining`` fits the rest of the epoch on a
+dataset of its own with the exact count).
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ def to_dataset(
     Args:
         input_context: a ``tf.distribute.InputContext`` (what ``strategy.distribute_datasets_from_function``
             passes): the dataset then reads shard ``input_pipeline_id`` of ``num_input_pipelines``
-            (NOTE [ Shards ] in plan.py) and ``batch_size`` is the *global* batch size, divided by
+            (NOTE [ Shards ] in reading/plan.py) and ``batch_size`` is the *global* batch size, divided by
             ``num_replicas_in_sync`` per replica. Not together with ``num_shards``/``shard_index``.
         follow: True to follow a live (append-only or blink) table instead: an infinite dataset of
             the rows it adds, in arrival order (``dh_tf.follow_dataset``; ``options`` as
@@ -126,10 +130,10 @@ def dataset_from_loader(loader: TableLoader) -> Any:
 
     dataset = tf.data.Dataset.from_generator(loader.iter_groups, output_signature=output_signature(loader.layout, tf))
     dataset = dataset.flat_map(batches_of)
-    if not loader.source.is_refreshing:
-        # A loader resumed mid-epoch gives a dataset for the rest of that epoch: one pass, fewer batches.
-        resumed = loader.resume_point[1] if loader.resume_point is not None else 0
-        dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(loader) - resumed))
+    if not loader.source.is_refreshing and loader.resume_point is None:
+        # A loader with a resume point pending gives a first pass shorter than the later, full ones:
+        # no one count fits every pass, so its cardinality stays unknown (NOTE [ Epochs of a dataset ]).
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(loader)))
     dataset = dataset.prefetch(tf.data.AUTOTUNE)
     if loader.plan.num_shards > 1:
         # tf.distribute's AUTO policy falls back to DATA sharding for generator datasets: every worker

@@ -1,12 +1,12 @@
 """Resume a killed Keras run mid-epoch, exactly: a callback that checkpoints the model and the loader.
 
 NOTE [ Resumable training ]
-Every ``save_every`` steps (and at each epoch end) the callback writes the model's weights (with
+Every ``every`` steps (and at each epoch end) the callback writes the model's weights (with
 the optimizer's state, Keras ``save_weights``) and the loader's state for the batches Keras has
 *trained on* (Keras's step count, not what tf.data read ahead) into one directory, atomically
 (write, then rename). Run the same script again and :meth:`ResumableTraining.fit` restores the
 weights and the loader: the interrupted epoch continues with exactly the batches that were not
-trained yet, in the uninterrupted order (NOTE [ Resuming an epoch ] in loader.py), as one ``fit``
+trained yet, in the uninterrupted order (NOTE [ Resuming an epoch ] in reading/state.py), as one ``fit``
 call over the rest of that epoch (Keras has no "initial step", and a dataset's cardinality is
 fixed, so the shorter epoch gets its own dataset), then a second ``fit`` from the next epoch on.
 Each Keras epoch ``e`` reads loader epoch ``e``. Steps trained after the last save are trained
@@ -20,48 +20,47 @@ import os
 from pathlib import Path
 from typing import Any
 
-from dh_tf.errors import ArgumentError, ArgumentTypeError, UsageError
+from dh_tf.checks import UNSET, int_arg, renamed_arg
+from dh_tf.errors import ArgumentTypeError, UsageError
 from dh_tf.reading.loader import TableLoader
 from dh_tf.tf.dataset import dataset_from_loader
 from dh_tf.tf.keras_callback import LazyKerasCallback
+from dh_tf.tf.specs import import_tensorflow
 
 STATE_FILE = "dh_tf_state.json"
 WEIGHTS_FILE = "model.weights.h5"
 
 
 class ResumableTraining(LazyKerasCallback):
-    """A Keras callback that checkpoints every ``save_every`` steps; :meth:`fit` resumes mid-epoch.
+    """A Keras callback that checkpoints every ``every`` steps; :meth:`fit` resumes mid-epoch.
 
     Args:
         directory: where the checkpoint lives (created if missing).
-        save_every: steps between checkpoints (an int >= 1); epoch ends are always saved.
+        every: steps between checkpoints (an int >= 1); epoch ends are always saved. (``save_every=``
+            is its old name, deprecated.)
 
     Raises:
-        TypeError, ValueError: ``save_every`` is not an int >= 1, or ``directory`` is not a path.
+        ArgumentTypeError, ArgumentError: ``every`` is not an int >= 1, or ``directory`` is not a path.
 
     Example:
-        >>> run = dh_tf.ResumableTraining("ckpt", save_every=50)
+        >>> run = dh_tf.ResumableTraining("ckpt", every=50)
         >>> ds = dh_tf.to_dataset(table, ["A", "B"], "Y", batch_size=256, shuffle=True, seed=7)
         >>> run.fit(model, ds, epochs=5)  # killed? run the script again: it goes on where it stopped
     """
 
-    def __init__(self, directory: str | os.PathLike, *, save_every: int = 100) -> None:
+    def __init__(self, directory: str | os.PathLike, *, every: int = UNSET, save_every: int = UNSET) -> None:
         super().__init__()
-        if isinstance(save_every, bool) or not isinstance(save_every, int):
-            raise ArgumentTypeError(
-                f"ResumableTraining: save_every must be an int >= 1 (got {save_every!r} of type "
-                f"{type(save_every).__name__})"
-            )
-        if save_every < 1:
-            raise ArgumentError(f"ResumableTraining: save_every must be an int >= 1 (got {save_every!r})")
+        where = "ResumableTraining"
+        every = int_arg(renamed_arg(every, save_every, "every", "save_every", where, 100), "every", where, minimum=1)
         if not isinstance(directory, (str, os.PathLike)):
-            raise ArgumentTypeError(f"ResumableTraining: directory must be a path (got {type(directory).__name__})")
+            raise ArgumentTypeError(f"{where}: directory must be a path (got {type(directory).__name__})")
         self.directory = Path(directory)
-        self.save_every = save_every
+        self.every = every
         self.loader: TableLoader | None = None
         self._epoch = 0
+        self._offset = 0  # batches of the current epoch trained before this fit call (a resumed epoch)
         self._batches = 0
-        self._since_save = 0
+        self._saved_at = 0
 
     @property
     def saved_state(self) -> dict[str, Any] | None:
@@ -92,8 +91,8 @@ class ResumableTraining(LazyKerasCallback):
         if state is not None and state["batches"]:
             loader.load_state_dict(state)
             epoch = state["epoch"]
-            model.fit(dataset_from_loader(loader), epochs=epoch + 1, initial_epoch=epoch, callbacks=callbacks,
-                      **fit_options)
+            model.fit(_rest_of_epoch(loader, state["batches"]), epochs=epoch + 1, initial_epoch=epoch,
+                      callbacks=callbacks, **fit_options)
         elif state is not None:
             loader.load_state_dict(state)
         return model.fit(dataset, epochs=epochs, callbacks=callbacks, **fit_options)
@@ -108,27 +107,35 @@ class ResumableTraining(LazyKerasCallback):
             self.model.load_weights(str(weights))
         state = self.saved_state
         if state is not None:
-            self._epoch, self._batches = state["epoch"], state["batches"]
+            self._epoch, self._offset = state["epoch"], state["batches"]
             self.model._initial_epoch = state["epoch"]  # as keras.callbacks.BackupAndRestore does
 
     def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
         # Keras epoch e reads loader epoch e (a resume point loaded for e is kept).
         self.loader.set_epoch(epoch)  # type: ignore[union-attr]
         if epoch != self._epoch:
-            self._epoch, self._batches = epoch, 0
+            self._epoch, self._offset = epoch, 0
+        self._batches = self._saved_at = self._offset
 
     def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
-        self._batches += 1
-        self._since_save += 1
-        if self._since_save >= self.save_every:
+        # ``batch`` is Keras's step index in this fit's epoch: with steps_per_execution=k the hook
+        # runs every k steps, so count from it, not from the calls (plus the steps of a resumed epoch
+        # trained before this fit).
+        self._batches = self._offset + batch + 1
+        if self._batches - self._saved_at >= self.every:
             self._save(self._epoch, self._batches)
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        if self.model.stop_training and self._batches < len(self.loader):  # type: ignore[arg-type]
+            # Stopped mid-epoch (EarlyStopping, TerminateOnNaN, a user's callback): Keras still ends
+            # the epoch, but its rest was not trained; a restart goes on from here.
+            self._save(epoch, self._batches)
+            return
         self._save(epoch + 1, 0)
-        self._epoch, self._batches = epoch + 1, 0
+        self._epoch, self._offset, self._batches = epoch + 1, 0, 0
 
     def _save(self, epoch: int, batches: int) -> None:
-        self._since_save = 0
+        self._saved_at = batches
         self.directory.mkdir(parents=True, exist_ok=True)
         weights = self.directory / WEIGHTS_FILE
         partial = self.directory / f"partial.{WEIGHTS_FILE}"
@@ -140,3 +147,10 @@ class ResumableTraining(LazyKerasCallback):
         # new weights with the previous state, which at worst retrains the steps since that save.
         os.replace(partial, weights)
         os.replace(state_partial, self.directory / STATE_FILE)
+
+
+def _rest_of_epoch(loader: TableLoader, trained: int) -> Any:
+    """A one-pass dataset of the batches of the resumed epoch after the first ``trained``, with that count."""
+    tf = import_tensorflow()
+    rest = len(loader) - trained
+    return dataset_from_loader(loader).take(rest).apply(tf.data.experimental.assert_cardinality(rest))

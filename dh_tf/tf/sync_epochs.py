@@ -13,7 +13,7 @@ class SyncEpochs(LazyKerasCallback):
     """A Keras callback that makes Keras epoch ``e`` read epoch ``e`` of a dh_tf dataset's loader.
 
     Without it, each pass over the dataset is the loader's next epoch (NOTE [ Epochs of a dataset ]
-    in tf_data.py), so a pass made before ``fit`` (``ds.take(1)``, a strategy's symbolic build)
+    in tf/dataset.py), so a pass made before ``fit`` (``ds.take(1)``, a strategy's symbolic build)
     shifts the seeded order of every later epoch by one.
 
     Example:
