@@ -1,8 +1,9 @@
-"""Follow mode (NOTE [ Follow mode ] in dh_tf/follow_mode.py): live append-only and blink tables, real engine.
+"""Follow mode (NOTE [ Follow mode ] in dh_tf/live/follow.py): live append-only and blink tables, real engine.
 
 A publisher thread adds rows with consecutive ids (0..N-1) through ``table_publisher`` at a known
 rate; the tests assert which ids arrive, in which batches, and that every way out removes the
-listener and joins the reader thread. Every wait is bounded.
+listener and ends the reader thread. Every wait is on a condition, with a generous deadline; no
+test asserts how fast anything happens.
 """
 
 from __future__ import annotations
@@ -98,10 +99,18 @@ def follow_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == follow_mod.THREAD_NAME]
 
 
+def wait_for(condition, message: str, deadline_s: float = DEADLINE_S) -> None:
+    """Waits until ``condition()`` holds; fails with ``message`` after ``deadline_s`` (a bound, not a speed)."""
+    deadline = time.monotonic() + deadline_s
+    while not condition():
+        assert time.monotonic() < deadline, message
+        time.sleep(0.01)
+
+
 def assert_clean(table) -> None:
-    """No listener left on the table (the blink_to_append_only adapter listens to its blink parent only)."""
-    assert not has_listeners(table)
-    assert follow_threads() == []
+    """No listener left on the table (the blink_to_append_only adapter listens to its blink parent only),
+    and no reader thread (a follower dropped by the garbage collector ends its reader without waiting)."""
+    wait_for(lambda: not has_listeners(table) and follow_threads() == [], "a listener or reader thread was left")
 
 
 def collect(follower, deadline_s: float = DEADLINE_S) -> list:
@@ -135,7 +144,7 @@ def test_every_published_row_once_in_order(fast_update_graph, append_only):
     assert y.dtype == np.int64
     np.testing.assert_array_equal(np.concatenate([x for x, _ in batches]), np.stack([ids / 2, -ids / 2], axis=1))
     assert follower.dropped_rows == 0 and follower.delivered_rows == source.num_rows
-    assert follower.max_queued_pages <= follower.queue_pages
+    assert follower.max_queued_pages <= follower.prefetch
     assert_clean(source.table)
 
 
@@ -161,14 +170,16 @@ def test_start_now_skips_and_beginning_includes_existing_rows(fast_update_graph)
 
 def test_slow_consumer_of_append_only_table_is_back_pressured(fast_update_graph):
     source = Publisher(chunks=30, rows=40, interval_s=0.005)
-    follower = follow(source.table, "X", "Id", batch_size=20, max_rows=source.num_rows, queue_pages=2, page_rows=30)
+    follower = follow(source.table, "X", "Id", batch_size=20, max_rows=source.num_rows, prefetch=2, page_rows=30)
     iterator = iter(follower)
     source.start()
     ids = []
     try:
         for _, y in iterator:
             ids.append(y)
-            time.sleep(0.005)  # slower than the producer: the rows wait in the table
+            # Slower than the producer: after each batch, wait until the queue is full again (the rest of
+            # the rows wait in the table) or every row is in.
+            wait_for(lambda: follower.queued_pages == 2 or source.done(), "the queue neither filled nor the source ended")
             assert follower.queued_pages <= 2
     finally:
         source.stop()
@@ -179,7 +190,7 @@ def test_slow_consumer_of_append_only_table_is_back_pressured(fast_update_graph)
 
 def test_slow_consumer_of_blink_table_drops_newest_rows_and_counts_them(fast_update_graph):
     source = Publisher(chunks=40, rows=100, interval_s=0.01, append_only=False)
-    follower = follow(source.table, "X", "Id", batch_size=25, queue_pages=2, page_rows=50, max_wait=0.05)
+    follower = follow(source.table, "X", "Id", batch_size=25, prefetch=2, page_rows=50, max_wait=0.05)
     iterator = iter(follower)
     source.start()
     ids = []
@@ -187,7 +198,9 @@ def test_slow_consumer_of_blink_table_drops_newest_rows_and_counts_them(fast_upd
     try:
         for _, y in iterator:
             ids.append(y)
-            time.sleep(0.02)  # far slower than 10k rows/s
+            # Slower than the producer: after each batch, wait until the queue is full (so the update
+            # cycles that follow drop rows) or the source has published everything.
+            wait_for(lambda: follower.queued_pages == 2 or source.done(), "the queue neither filled nor the source ended")
             assert follower.queued_pages <= 2
             if source.done() and follower.delivered_rows + follower.dropped_rows == source.num_rows:
                 break
@@ -206,11 +219,11 @@ def test_slow_consumer_of_blink_table_drops_newest_rows_and_counts_them(fast_upd
 
 def test_blink_overflow_error_policy(fast_update_graph):
     source = Publisher(chunks=10, rows=100, append_only=False)
-    follower = follow(source.table, "X", batch_size=10, queue_pages=1, page_rows=10, on_overflow="error")
+    follower = follow(source.table, "X", batch_size=10, prefetch=1, page_rows=10, on_overflow="error")
     iterator = iter(follower)
     source.start()
+    wait_for(source.done, "the source did not publish its rows")  # the consumer is away while the table ticks
     with pytest.raises(FollowError, match=r"fell behind a blink table; \d+ rows .* on_overflow='error'"):
-        time.sleep(0.3)  # the consumer is away while the table ticks
         collect(iterator)
     source.stop()
     assert follower.dropped_rows > 0
@@ -240,10 +253,16 @@ def test_without_max_wait_a_partial_batch_is_never_yielded(fast_update_graph):
     follower = follow(source.table, "X", "Id", batch_size=64)
     iterator = iter(follower)
     source.publish(10)
-    timer = threading.Timer(1.0, follower.stop)
-    timer.start()
+
+    def stop_once_the_rows_are_pending() -> None:
+        # The 10 rows were queued as a page and the consumer took that page: they wait in a partial batch.
+        wait_for(lambda: follower.max_queued_pages >= 1 and follower.queued_pages == 0, "the rows never arrived")
+        follower.stop()
+
+    stopper = threading.Thread(target=stop_once_the_rows_are_pending, name="test-stopper", daemon=True)
+    stopper.start()
     assert list(iterator) == []
-    timer.join()
+    stopper.join(DEADLINE_S)
     assert follower.delivered_rows == 0
     assert_clean(source.table)
 
@@ -261,9 +280,12 @@ def test_every_way_out_removes_the_listener_and_joins_threads(fast_update_graph,
     source.start()
     try:
         if way_out == "stop":
-            threading.Timer(0.3, follower.stop).start()
-            batches = collect(iterator)
-            assert batches, "nothing arrived before stop()"
+            batches = [next(iterator)]  # rows arrive; then stop() from another thread ends the iteration
+            stopper = threading.Thread(target=follower.stop, name="test-stopper", daemon=True)
+            stopper.start()
+            batches += collect(iterator)
+            stopper.join(DEADLINE_S)
+            assert not stopper.is_alive(), "stop() did not return"
         elif way_out in ("max_rows", "max_batches"):
             batches = collect(iterator)
             assert sum(len(y) for _, y in batches) == (50 if way_out == "max_rows" else 30)
@@ -375,7 +397,7 @@ def test_follow_dataset_trains_keras_with_steps_per_epoch(fast_update_graph):
     producer = threading.Thread(target=produce, name="test-producer", daemon=True)
     producer.start()
     try:
-        ds = follow_dataset(blink, ["X0", "X1"], "Y", batch_size=64, label_dtype="float32", queue_pages=8)
+        ds = follow_dataset(blink, ["X0", "X1"], "Y", batch_size=64, label_dtype="float32", prefetch=8)
         assert ds.cardinality().numpy() == tf.data.INFINITE_CARDINALITY
         assert ds.element_spec[0].shape.as_list() == [None, 2] and ds.element_spec[1].dtype == tf.float32
         tf.keras.utils.set_random_seed(0)

@@ -16,27 +16,24 @@ def follow_dataset(table: Any, features: ColumnSpec, label: ColumnSpec | None = 
     Without ``max_rows``/``max_batches`` its cardinality is infinite: pass ``steps_per_epoch``
     (``model.fit(ds, steps_per_epoch=100, epochs=5)``; Keras keeps one iterator across epochs). The
     arguments are checked now. Each pass over the dataset is a new follower (its ``start`` counted
-    from the moment the pass starts; the first pass from this call); it stops, removing its listener
-    and thread, when TensorFlow releases the iterator. The batch dimension is ``None`` (a flush after
-    ``max_wait`` is partial).
+    from the moment the pass starts; the first pass from this call), built on a TensorFlow thread
+    from the first follower's source (which carries the caller's ExecutionContext); it stops,
+    removing its listener and ending its reader, when TensorFlow releases the iterator. The batch
+    dimension is ``None`` (a flush after ``max_wait`` is partial).
 
     Raises:
-        As :func:`follow`; ImportError: TensorFlow is not installed.
+        As :func:`follow`; MissingDependencyError (an ImportError): TensorFlow is not installed.
     """
-    from deephaven.execution_context import get_exec_ctx
-
     tf = import_tensorflow()
     first: list[Follower] = [follow(table, features, label, **options)]
     signature = output_signature(first[0].layout, tf)
     infinite = options.get("max_rows") is None and options.get("max_batches") is None
-    exec_ctx = get_exec_ctx()  # later passes build their follower on a TensorFlow thread
+    source = first[0].source
+    later = {name: value for name, value in options.items() if name != "queue_pages"}  # warned once, above
+    later.update(prefetch=first[0].prefetch, page_rows=first[0].page_rows)
 
     def batches() -> Iterator[Any]:
-        if first:
-            follower = first.pop()
-        else:
-            with exec_ctx:
-                follower = follow(table, features, label, **options)
+        follower = first.pop() if first else follow(source, features, label, **later)
         with follower:
             yield from follower
 
