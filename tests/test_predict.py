@@ -266,6 +266,18 @@ def test_bad_keep_path_and_options(keras, table, tmp_path):
     np.testing.assert_array_equal(column(result, "Prediction"), np.arange(100, dtype=np.float32))
 
 
+@pytest.mark.parametrize("batch_size", ["8", 2.0, True, None])
+def test_non_int_batch_size_is_an_argument_type_error(keras, table, batch_size):
+    from dh_tf.errors import ArgumentError, ArgumentTypeError
+    from dh_tf.write.predict_table import predict_table
+
+    expected = rf"predict_table: batch_size must be an int >= 1 \(got {batch_size!r} of type {type(batch_size).__name__}\)"
+    with pytest.raises(ArgumentTypeError, match=expected):
+        predict_table(dense(keras), table, FEATURES, batch_size=batch_size)
+    with pytest.raises(ArgumentError, match=r"predict_table: batch_size must be an int >= 1 \(got 0\)"):
+        predict_table(dense(keras), table, FEATURES, batch_size=0)
+
+
 BIG_ROWS = 2_400_000
 BIG_COLUMNS = 32
 BIG_FILTER = "Id % 100000 < 90000"

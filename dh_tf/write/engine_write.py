@@ -10,9 +10,11 @@ into a flat table. Columns of an existing table are added by position: the base 
 (row key == position) and its column sources go into the same new table. About 0.3-1 G values/s,
 against 6-10 M values/s for ``deephaven.numpy.to_table`` / ``new_table`` (a Python loop per element
 for null remapping; docs/design.md section 4). Values are copied as they are: NaN stays NaN, and an
-integer equal to Deephaven's null sentinel reads as null. ``tests/testengine_write.py`` checks this
+integer equal to Deephaven's null sentinel reads as null. ``Instant`` and ``Boolean`` columns are
+int64 nanoseconds and int8 (1 / 0 / -128 for null) underneath: their column sources are the long /
+byte ones reinterpreted (``ReinterpretUtils``), no copy. ``tests/test_engine_write.py`` checks this
 path against the public ``deephaven.numpy.to_table``; :func:`available` reports whether it works
-here, and ``predict._public_table`` is the fallback.
+here, and ``sinks.public_table`` is the fallback.
 """
 
 from __future__ import annotations
@@ -36,7 +38,11 @@ JAVA_TYPES: dict[np.dtype, str] = {
 """numpy dtype -> the Java primitive type of its column (native byte order only)."""
 MAX_ROWS = 2**31 - 1
 """A Java array holds at most this many elements: one in-heap column cannot have more rows."""
-
+REINTERPRETED: dict[str, tuple[np.dtype, str]] = {
+    "java.time.Instant": (np.dtype("int64"), "longToInstantSource"),
+    "java.lang.Boolean": (np.dtype("int8"), "byteToBooleanSource"),
+}
+"""Deephaven type -> (the numpy dtype of its values, the ``ReinterpretUtils`` method that views them so)."""
 
 
 def available() -> bool:
@@ -121,17 +127,27 @@ def table_from_sources(num_rows: int, sources: Mapping[str, Any]) -> Any:
     return Table(j_table)
 
 
-def to_table(arrays: Mapping[str, np.ndarray], base: Any = None) -> Any:
+def reinterpreted(source: Any, deephaven_type: str) -> Any:
+    """``source`` (long or byte values) as a column source of ``deephaven_type`` (see :data:`REINTERPRETED`)."""
+    import jpy
+
+    utils = jpy.get_type("io.deephaven.engine.table.impl.sources.ReinterpretUtils")
+    return getattr(utils, REINTERPRETED[deephaven_type][1])(source)
+
+
+def to_table(arrays: Mapping[str, np.ndarray], base: Any = None, types: Mapping[str, str] | None = None) -> Any:
     """A table of the 1-D ``arrays`` (name -> values), after the columns of ``base`` if given.
 
     Args:
         arrays: column name -> 1-D array of a dtype in :data:`JAVA_TYPES`, all the same length.
         base: a ``deephaven.table.Table`` with that many rows, or None; its row ``i`` is paired
             with element ``i`` of every array.
+        types: column name -> ``"java.time.Instant"`` (int64 nanoseconds) or ``"java.lang.Boolean"``
+            (int8 1 / 0 / -128 null) for the arrays that hold those; the others are primitive columns.
 
     Raises:
         ValueError: the lengths differ.
-        TypeError: an array's dtype has no Java primitive type.
+        TypeError: an array's dtype has no Java primitive type, or does not fit its entry in ``types``.
     """
     lengths = {len(values) for values in arrays.values()}
     if base is not None:
@@ -140,8 +156,16 @@ def to_table(arrays: Mapping[str, np.ndarray], base: Any = None) -> Any:
         raise ArgumentError(f"to_table: every column must have the same number of rows (got {sorted(lengths)})")
     num_rows = lengths.pop() if lengths else 0
     sources = {} if base is None else flat_sources(base)
+    types = types or {}
     for name, values in arrays.items():
         builder = ColumnBuilder(values.dtype, num_rows)
         builder.put(0, values)
         sources[name] = builder.column_source()
+        if name in types:
+            if types[name] not in REINTERPRETED or values.dtype != REINTERPRETED[types[name]][0]:
+                raise ArgumentTypeError(
+                    f"to_table: column {name!r} of type {types[name]!r} needs values of one of "
+                    f"{ {t: str(d) for t, (d, _) in REINTERPRETED.items()} } (got {values.dtype})"
+                )
+            sources[name] = reinterpreted(sources[name], types[name])
     return table_from_sources(num_rows, sources)

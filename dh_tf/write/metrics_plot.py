@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from dh_tf.errors import ArgumentError
-from dh_tf.write.metrics_table import FIXED_COLUMNS, MetricsTable
+from dh_tf.write.metrics_rows import FIXED_COLUMNS
+from dh_tf.write.metrics_table import MetricsTable
 
 
 def plot_metrics(metrics: MetricsTable | Any) -> Any:

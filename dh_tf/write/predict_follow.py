@@ -1,32 +1,64 @@
 """Live scoring: a ticking table of a model's predictions for each new row of a live table.
 
 NOTE [ Live scoring ]
-:func:`predict_follow` follows the input table (NOTE [ Follow mode ] in follow_mode.py: append-only,
-add-only or blink), scores each batch of new rows on one thread (``dh_tf-predict-follow``) and adds
-the predictions, next to the ``keep`` columns of those rows, to a blink table made by
-``table_publisher``; the result is ``blink_to_append_only`` of it, so it keeps every prediction
-(use ``stream.blink`` for the blink table alone). A batch is scored when it is full or when its
-oldest row has waited ``max_wait`` seconds, so a row's prediction appears within ``max_wait`` plus
-the time to score one batch plus one update cycle. Rows are scored in arrival order; the output's
-row ``i`` is the ``i``-th row scored. Memory is bounded by the follower's page queue.
+:func:`predict_follow` follows the input table (NOTE [ Follow mode ] in ``live/follow.py``:
+append-only, add-only or blink), scores each batch of new rows on one daemon thread
+(``dh_tf-predict-follow``) with the scoring loop and output spec ``predict_table`` uses
+(``scoring.py``, ``output_spec.py``), and adds the predictions, next to the ``keep`` columns of those
+rows, to a blink table made by ``table_publisher`` (the live sink of ``sinks.py``); the result is
+``blink_to_append_only`` of it, so it keeps every prediction (``.blink`` is the blink table alone).
+A batch is scored when it is full or when its oldest row has waited ``max_wait`` seconds, so a
+row's prediction appears within ``max_wait`` plus the time to score one batch plus one update
+cycle. Rows are scored in arrival order; the output's row ``i`` is the ``i``-th row scored. Memory
+is bounded by the follower's page queue. ``stop()`` waits for the scoring thread at most
+``timeout_s``: a model call that never returns cannot hang it, and a batch scored after ``stop()``
+is never published.
+
+NOTE [ Live output schema ] (``Scorer.probe`` in ``scoring.py``)
+A live table's columns are fixed when it is made, before any row is scored, so the model is called
+once on a batch of zero rows (a Keras model directly, ``model(x, training=False)``): its outputs
+give the result columns' types (NOTE [ Output column types ] in ``output_spec.py``) and ``output`` is
+checked against them, in the caller's thread. A callable that raises on zero rows gets double result
+columns (the widths ``output`` names), and its later outputs are cast to double.
+
+NOTE [ Live kept columns ]
+Kept columns are read with the features, by the follower, so they must be types it reads or can be
+given as one: byte, short, int, long, float, double and Boolean directly, Instant as its int64
+nanoseconds (a DQL column ``epochNanos(col)`` of an ``update_view`` on the input, made, followed and
+released in one liveness scope when scoring stops); a column that is also a feature is read through such a view column too, so its
+nulls follow the kept column's policy, not the features'. Nulls are kept (read with the column's
+null sentinel as the fill value); a NaN stays NaN. Other types (String, char, dates, arrays) are
+refused with an ``ArgumentTypeError`` naming the column, its type and the allowed types: keep a key
+column and join the rest (``live.table.natural_join(other, on="Id")``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from dh_tf.errors import ArgumentError, ArgumentTypeError
+from dh_tf.checks import int_arg, seconds_arg
+from dh_tf.errors import ArgumentTypeError, UsageError
 from dh_tf.live.follow import Follower, follow
 from dh_tf.reading.layout import ColumnSpec
 from dh_tf.sources.column_types import COLUMN_KINDS
+from dh_tf.sources.engine import check_table
+from dh_tf.write import engine_write
+from dh_tf.write.output_spec import Outputs, OutputSpec, parse_keep
+from dh_tf.write.scoring import Scorer, cast_features, empty_features, feature_columns, make_predictor, num_rows
+from dh_tf.write.sinks import COLUMN_TYPE_OF_DTYPE, LiveSink
 
 THREAD_NAME = "dh_tf-predict-follow"
+STOP_TIMEOUT_S = 10.0
+"""How long ``stop()`` waits for the scoring thread by default (NOTE [ Live scoring ])."""
+KEEP_TYPES = ("byte", "short", "int", "long", "float", "double", "java.lang.Boolean", "java.time.Instant")
+"""Column types ``keep`` takes (NOTE [ Live kept columns ])."""
 _WHERE = "predict_follow"
-_KEEP_TYPES = ("byte", "short", "int", "long", "float", "double")
+_INSTANT = "java.time.Instant"
 
 
 def predict_follow(
@@ -35,7 +67,7 @@ def predict_follow(
     features: ColumnSpec,
     *,
     keep: str | Sequence[str] | None = None,
-    output: str | Sequence[str] = "Prediction",
+    output: OutputSpec = "Prediction",
     batch_size: int = 256,
     max_wait: float | None = 0.5,
     dtype: Any = "float32",
@@ -43,100 +75,195 @@ def predict_follow(
 ) -> LivePredictions:
     """Scores every new row of a live table with ``model``, into a ticking append-only table.
 
+    The same model and features give the same result columns and types as
+    :func:`~dh_tf.write.predict_table.predict_table`.
+
     Args:
-        model: a Keras model (``predict_on_batch``) or any callable mapping a batch ``x`` to an array
-            ``[rows]`` or ``[rows, k]``.
+        model: a Keras model (``predict_on_batch``) or any callable ``f(x)`` returning one array, a
+            list/tuple or a dict of arrays, each ``[rows]`` or ``[rows, k]``.
         table: a live append-only, add-only or blink table (see :func:`dh_tf.follow`).
         features: the feature spec, as ``follow``.
-        keep: numeric input columns copied next to the predictions (e.g. an id), with their types.
-        output: one column name (a ``[rows]`` or ``[rows, 1]`` output) or ``k`` names (``[rows, k]``).
+        keep: input columns copied next to the predictions (ids, timestamps), with their types:
+            numeric, Boolean or Instant (NOTE [ Live kept columns ]).
+        output: as ``predict_table``: one name, a list of names for ``[rows, k]``, or a dict of model
+            output name -> name(s) for a multi-output model.
         batch_size: rows scored at once, at most.
         max_wait: seconds a row waits for its batch to fill before a partial batch is scored; None:
             full batches only.
         dtype: the feature dtype handed to the model.
-        follow_options: more ``follow`` options (``start``, ``queue_pages``, ``nulls``, ...).
+        follow_options: more ``follow`` options (``start``, ``prefetch``, ``nulls``, ...).
 
     Returns:
-        A :class:`LivePredictions`: ``.table`` ticks; call ``.stop()`` when done.
+        A :class:`LivePredictions`: ``.table`` ticks; call ``.stop()`` (or ``.close()``) when done.
 
     Raises:
-        TypeError, ValueError: as ``follow``; ``keep`` names a missing or non-numeric column;
-            ``output`` is not a name or a list of distinct names, or clashes with ``keep``.
+        ArgumentTypeError: as ``follow``; ``model`` is neither a Keras model nor callable; a keep
+            column's type is not one of :data:`KEEP_TYPES`; a model output is not numeric.
+        ArgumentError: as ``follow``; ``keep`` names a missing column or an output column;
+            ``output`` repeats a name, is not a valid column name, or does not fit the model's
+            outputs (NOTE [ Live output schema ]).
 
     Example:
-        >>> live = predict_follow(model, ticks, ["Price", "Size"], keep="Id", max_wait=0.2)
-        >>> scored = live.table  # Id, Prediction; grows as ticks grows
+        >>> live = predict_follow(model, ticks, ["Price", "Size"], keep=["Id", "Timestamp"], max_wait=0.2)
+        >>> scored = live.table  # Id, Timestamp, Prediction; grows as ticks grows
         >>> live.stop()
     """
-    outputs = [output] if isinstance(output, str) else list(output) if isinstance(output, Sequence) else None
-    if not outputs or not all(isinstance(name, str) and name for name in outputs) or len(set(outputs)) != len(outputs):
-        raise ArgumentError(f"{_WHERE}: output must be a column name or a list of distinct names (got {output!r})")
-    kept = [] if keep is None else [keep] if isinstance(keep, str) else list(keep)
-    types = {column.name: column.data_type for column in getattr(table, "columns", [])}
-    for name in kept:
-        if not isinstance(name, str) or name not in types:
-            raise ArgumentError(f"{_WHERE}: keep names unknown column {name!r}; the table has columns {list(types)}")
-        if types[name].j_name not in _KEEP_TYPES:
-            raise ArgumentTypeError(
-                f"{_WHERE}: keep column {name!r} ({types[name].j_name}) must be numeric: one of {', '.join(_KEEP_TYPES)}"
-            )
-    clash = sorted(set(kept) & set(outputs))
-    if clash:
-        raise ArgumentError(f"{_WHERE}: output names clash with keep columns {clash}")
+    check_table(table, _WHERE)
+    predictor = make_predictor(model, _WHERE)
+    outputs = Outputs(output, _WHERE)
+    types = {column.name: column.data_type.j_name for column in table.columns}
+    keep = parse_keep(keep, list(types), outputs.names, _WHERE)
+    batch_size = int_arg(batch_size, "batch_size", _WHERE, minimum=1)
+    model_dtype = _dtype_arg(dtype)
     for option in ("label", "sample_weight", "label_dtype"):
         if option in follow_options:
             raise ArgumentTypeError(f"{_WHERE}: got an unexpected option {option!r} (the kept columns are keep=)")
-    follower = follow(
-        table,
-        features,
-        {name: name for name in kept} if kept else None,
-        batch_size=batch_size,
-        max_wait=max_wait,
-        dtype="float64",  # kept float columns stay exact; features are cast to ``dtype`` for the model
-        **follow_options,
-    )
-    return LivePredictions(model, follower, kept, {name: types[name] for name in kept}, outputs, np.dtype(dtype))
+    if not engine_write.available():
+        raise UsageError(f"{_WHERE}: needs the engine write path (Arrow's MemoryUtil), which does not work here")
+    predictor.check_static(outputs)
+    kept = _KeptColumns(table, features, keep, types)
+    try:
+        if kept.names:
+            follow_options["nulls"] = kept.nulls(follow_options.get("nulls", "error"), feature_columns(features))
+        # Kept float columns are read as float64, exactly; features are cast to ``dtype`` for the model.
+        with kept.scope():
+            follower = follow(kept.table, features, kept.label, batch_size=batch_size, max_wait=max_wait,
+                              dtype="float64", **follow_options)
+    except BaseException:
+        kept.release()
+        raise
+    try:
+        scorer = Scorer(predictor, outputs, batch_size)
+        scorer.fix_dtypes(scorer.probe(cast_features(empty_features(follower.layout), model_dtype)))
+        return LivePredictions(scorer, follower, kept, model_dtype)
+    except BaseException:
+        follower.stop()
+        kept.release()
+        raise
+
+
+def _dtype_arg(dtype: Any) -> np.dtype:
+    try:
+        result = np.dtype(dtype)
+    except TypeError:
+        result = None
+    if result is None or result.kind not in "fiu":
+        raise ArgumentTypeError(f"{_WHERE}: dtype must be a numeric numpy dtype (got {dtype!r})")
+    return result
+
+
+class _KeptColumns:
+    """How the ``keep`` columns are read by the follower and written back (NOTE [ Live kept columns ])."""
+
+    def __init__(self, table: Any, features: ColumnSpec, keep: list[str], types: Mapping[str, str]) -> None:
+        for name in keep:
+            if types[name] not in KEEP_TYPES:
+                raise ArgumentTypeError(
+                    f"{_WHERE}: keep column {name!r} has type {types[name]}, which a live scorer cannot keep; "
+                    f"allowed types: {', '.join(KEEP_TYPES)} (keep a key column and join the others)"
+                )
+        self.names = keep
+        self.types = {name: types[name] for name in keep}
+        self.table = table
+        self._read_as = dict(zip(keep, keep))
+        self._scope: Any = None
+        self._lock = threading.Lock()
+        in_features = set(feature_columns(features))
+        formulas = []
+        for index, name in enumerate(keep):
+            if types[name] == _INSTANT or name in in_features:
+                alias = f"__dh_tf_keep_{index}"
+                while alias in types:
+                    alias += "_"
+                formulas.append(f"{alias} = epochNanos({name})" if types[name] == _INSTANT else f"{alias} = {name}")
+                self._read_as[name] = alias
+        if formulas:
+            from deephaven.liveness_scope import LivenessScope
+
+            self._scope = LivenessScope()
+            with self._scope.open():
+                self.table = table.update_view(formulas)
+
+    @property
+    def label(self) -> dict[str, str] | None:
+        """The follower's label spec: one field per read column, so each keeps its own dtype."""
+        return {column: column for column in self._read_as.values()} or None
+
+    def nulls(self, nulls: Any, features: list[str]) -> dict[str, Any]:
+        """The follower's null policies: the user's for the features, the null sentinel for kept columns."""
+        policies = dict(nulls) if isinstance(nulls, Mapping) else dict.fromkeys(features, nulls)
+        for name, column in self._read_as.items():
+            policies[column] = COLUMN_KINDS["long" if self.types[name] == _INSTANT else self.types[name]].null_value
+        return policies
+
+    def values(self, read: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Kept column name -> values, from the follower's label dict."""
+        return {name: read[column] for name, column in self._read_as.items()}
+
+    def scope(self) -> contextlib.AbstractContextManager[Any]:
+        """Opens the view's liveness scope, if any: what the follower makes to read it is released with it."""
+        return contextlib.nullcontext() if self._scope is None else self._scope.open()
+
+    def release(self) -> None:
+        """Releases the view on the input (its listener goes); safe to call twice, from any thread."""
+        with self._lock:
+            scope, self._scope = self._scope, None
+        if scope is not None:
+            scope.release()
 
 
 class LivePredictions:
-    """The ticking predictions of :func:`predict_follow`. ``stop()`` is safe from any thread, twice.
+    """The ticking predictions of :func:`predict_follow`. ``stop()`` / ``close()``: any thread, any number of times.
 
     Attributes: ``table`` (append-only, every prediction), ``blink`` (the blink table it is built
-    from), ``scored_rows``, ``error`` (what stopped scoring, or None), ``follower``.
+    from), ``scored_rows``, ``error`` (what stopped scoring, or None), ``follower``. The scoring
+    thread holds this object until it ends, so drop it only after ``stop()``.
     """
 
-    def __init__(
-        self, model: Any, follower: Follower, keep: list[str], keep_types: dict[str, Any], outputs: list[str], dtype: np.dtype
-    ) -> None:
-        from deephaven import dtypes
+    def __init__(self, scorer: Scorer, follower: Follower, kept: _KeptColumns, dtype: np.dtype) -> None:
         from deephaven.execution_context import get_exec_ctx
-        from deephaven.stream import blink_to_append_only
-        from deephaven.stream.table_publisher import table_publisher
 
+        assert scorer.dtypes is not None  # fixed by the probe
         self.follower = follower
         self.scored_rows = 0
         self.error: BaseException | None = None
-        self._model = model
-        self._keep = keep
-        self._keep_types = keep_types
-        self._outputs = outputs
+        self._scorer = scorer
+        self._kept = kept
         self._dtype = dtype
-        self._exec_ctx = get_exec_ctx()
-        self._predict = getattr(model, "predict_on_batch", model)
-        definition = {**keep_types, **dict.fromkeys(outputs, dtypes.double)}
-        self.blink, self._publisher = table_publisher("dh_tf.write.predict_follow", definition)
-        self.table = blink_to_append_only(self.blink)
+        types = {**kept.types, **{name: COLUMN_TYPE_OF_DTYPE[d.name] for name, d in scorer.dtypes.items()}}
+        self._sink = LiveSink("dh_tf.write.predict_follow", types, get_exec_ctx())
+        self.table = self._sink.table
+        self.blink = self._sink.blink
         self._halt = threading.Event()
-        self._batches = iter(follower)  # listening starts now
+        self._lock = threading.Lock()  # a batch is published whole, never after stop()
+        with kept.scope():
+            self._batches = iter(follower)  # listening starts now
         self._thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
-        """Stops scoring: the follower's listener is removed and the scoring thread joined."""
-        self._halt.set()
+    def stop(self, timeout_s: float | None = STOP_TIMEOUT_S) -> bool:
+        """Stops scoring: the follower's listener is removed and the scoring thread told to end.
+
+        Nothing is published after this returns. Waits at most ``timeout_s`` seconds (None: no
+        limit) for the scoring thread, which may be inside a model call; it is a daemon thread and
+        ends when that call returns.
+
+        Returns:
+            True if the scoring thread has ended, False if it is still in a model call.
+
+        Raises:
+            ArgumentError, ArgumentTypeError: ``timeout_s`` is not a number of seconds >= 0 or None.
+        """
+        timeout_s = seconds_arg(timeout_s, "timeout_s", "LivePredictions.stop")
+        with self._lock:
+            self._halt.set()
         self.follower.stop()
+        self._kept.release()
         if self._thread is not threading.current_thread():
-            self._thread.join()
+            self._thread.join(timeout_s)
+        return not self._thread.is_alive()
+
+    close = stop
 
     def __enter__(self) -> LivePredictions:
         return self
@@ -145,43 +272,20 @@ class LivePredictions:
         self.stop()
 
     def _run(self) -> None:
-        from deephaven import dtypes, new_table
-        from deephaven.column import InputColumn
-
         try:
             for batch in self._batches:
                 if self._halt.is_set():
                     return
-                x, kept = (batch, {}) if not self._keep else batch
-                x = x.astype(self._dtype, copy=False) if isinstance(x, np.ndarray) else {
-                    k: v.astype(self._dtype, copy=False) for k, v in x.items()
-                }
-                predictions = np.asarray(self._predict(x), dtype=np.float64)
-                rows = len(next(iter(kept.values()))) if kept else len(predictions)
-                predictions = predictions.reshape(rows, -1)
-                if predictions.shape[1] != len(self._outputs):
-                    raise ArgumentError(
-                        f"{_WHERE}: the model gives {predictions.shape[1]} values per row but output names "
-                        f"{len(self._outputs)} columns {self._outputs}"
-                    )
-                columns = [
-                    InputColumn(
-                        name=name,
-                        data_type=self._keep_types[name],
-                        input_data=np.ascontiguousarray(values, dtype=COLUMN_KINDS[self._keep_types[name].j_name].dtype),
-                    )
-                    for name, values in kept.items()
-                ]
-                columns += [
-                    InputColumn(name=name, data_type=dtypes.double, input_data=np.ascontiguousarray(predictions[:, k]))
-                    for k, name in enumerate(self._outputs)
-                ]
-                with self._exec_ctx:
-                    self._publisher.add(new_table(columns))
-                self.scored_rows += rows
+                x, read = (batch, {}) if not self._kept.names else batch
+                columns = self._scorer.score(cast_features(x, self._dtype))
+                with self._lock:
+                    if self._halt.is_set():
+                        return
+                    self._sink.write(self.scored_rows, {**self._kept.values(read), **columns})
+                    self.scored_rows += num_rows(x)
         except BaseException as error:
             self.error = error
-            self._publisher.publish_failure(error if isinstance(error, Exception) else RuntimeError(repr(error)))
+            self._sink.fail(error)
         finally:
             self._batches.close()  # type: ignore[attr-defined]
-
+            self._kept.release()
