@@ -256,3 +256,14 @@ def test_ticking_table_with_array_columns_reads_a_snapshot(server):
     x = np.concatenate(list(loader))
     assert len(x) >= 5 and np.array_equal(x, np.stack([np.arange(len(x)), 2 * np.arange(len(x)), np.full(len(x), 7)],
                                                       axis=1).astype(np.float32))
+
+
+def test_wide_array_rows_get_pages_of_bounded_bytes(server):
+    """Bug 2: a 65,536-row floor made a page of 16 x 128-float arrays 512 MiB; pages are now ~32 MiB."""
+    from deephaven import empty_table
+
+    table = empty_table(10).update([f"W{k} = new float[128]" for k in range(16)])
+    loader = dh_tf.TableLoader(table, [f"W{k}" for k in range(16)], batch_size=32)
+    assert loader.layout.fields[0].shape == (128, 16)
+    assert loader.page_rows == 4096  # 32 MiB / (16 * 128 * 4 bytes), a multiple of the batch
+    assert dh_tf.TableLoader(table, [f"W{k}" for k in range(16)], batch_size=5000).page_rows == 5000  # one batch

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
+import re
 import subprocess
-import uuid
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -150,22 +153,95 @@ def test_bad_cache_arguments(table, value, error, message):
         dh_tf.TableLoader(table, "Id", cache=value)
 
 
-@pytest.fixture
-def tiny_disk(tmp_path):
-    """A 1 MiB tmpfs (needs root and mount rights; skipped where the machine refuses)."""
-    mount_point = tmp_path / f"tiny-{uuid.uuid4().hex[:6]}"
-    mount_point.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
-                          capture_output=True, check=False)
-    if done.returncode:
-        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip()}")
-    yield mount_point
-    subprocess.run(["umount", str(mount_point)], check=False)
+FULL_DISK_SCRIPT = """
+import os, subprocess, sys, tempfile
+from dh_tf.errors import CacheSpaceError
+from dh_tf.reading.epoch_cache import EpochCache
+from dh_tf.reading.layout import build_layout
+
+layout = build_layout({"Id": "long", "X": "float"}, ["Id", "X"], None, None, dtype="float32", label_dtype=None,
+                      nulls="error")
+root = tempfile.mkdtemp()
+for name, options in (("small", "size=64k"), ("no-inodes", "size=1m,nr_inodes=2")):
+    disk = os.path.join(root, name)
+    os.mkdir(disk)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", disk], check=True)
+    if name == "no-inodes":
+        os.mkdir(os.path.join(disk, "taken"))  # the last inode: the cache's directory gets ENOSPC
+    try:
+        EpochCache(disk, layout, 300_017, "TableLoader")
+    except CacheSpaceError as error:
+        print(name, "|", error, "|", sorted(os.listdir(disk)))
+"""
 
 
-def test_a_full_disk_is_a_clear_error_with_nothing_left_behind(table, tiny_disk):
-    with pytest.raises(CacheSpaceError, match=rf"no room for the epoch cache in '{tiny_disk}': it needs "
-                                              rf"{300_017 * 8} bytes .* for 300017 rows"):
-        dh_tf.TableLoader(table, ["Id", "X"], batch_size=1000, cache=tiny_disk)
-    assert list(tiny_disk.iterdir()) == []
-    assert isinstance(CacheSpaceError(), OSError)
+def test_a_full_disk_is_a_clear_error_with_nothing_left_behind(tmp_path):
+    """Real full file systems, mounted without root: tmpfs inside a user and mount namespace."""
+    done = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", sys.executable, "-c", FULL_DISK_SCRIPT],
+                          capture_output=True, text=True, check=False, timeout=120)
+    if done.returncode and done.stderr.startswith("unshare:"):
+        pytest.skip(f"no user namespaces here: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stderr
+    lines = dict(line.split(" | ", 1) for line in done.stdout.splitlines())
+    assert set(lines) == {"small", "no-inodes"}
+    for name, left in (("small", "[]"), ("no-inodes", "['taken']")):
+        message, listing = lines[name].rsplit(" | ", 1)
+        assert re.search(rf"TableLoader: no room for the epoch cache in '.*/{name}': it needs {300_017 * 8} bytes "
+                         r"\(2\.3 MiB\) for 300017 rows; free \d+ bytes there, or pass cache=<a directory on a bigger "
+                         r"disk> \(No space left on device\)", message), message
+        assert listing == left  # nothing left behind
+    assert isinstance(CacheSpaceError(), OSError) and isinstance(CacheSpaceError(), dh_tf.Error)
+
+
+def test_shards_with_a_cache_hold_their_share_and_serve_later_shuffled_epochs_from_disk(table, no_engine_reads):
+    """Bug 3: each of n shards reserved the whole table, and with shuffle its cache never filled."""
+    kw = dict(batch_size=1000, shuffle=True, seed=3, page_rows=50_000, num_shards=4, cache=True)
+    loaders = [dh_tf.TableLoader(table, "Id", **kw, shard_index=k) for k in range(4)]
+    sizes = [os.path.getsize(Path(loader.cache_directory) / "field0.bin") for loader in loaders]
+    assert sizes == [75_004 * 4] * 4  # a quarter of the table each (300_017 // 4 rows), not the whole
+    first = [np.concatenate(list(loader)) for loader in loaders]
+    no_engine_reads()
+    second = [np.concatenate(list(loader)) for loader in loaders]
+    for k in range(4):
+        assert np.array_equal(np.sort(first[k]), np.arange(75_004 * k, 75_004 * (k + 1)))
+        assert np.array_equal(np.sort(second[k]), np.sort(first[k])) and not np.array_equal(second[k], first[k])
+    for loader in loaders:
+        loader.close()
+
+
+@pytest.mark.parametrize("reader_threads,prefetch", [(1, 0), (2, 2)])
+def test_close_during_an_epoch_fails_the_next_page_and_touches_no_file_it_does_not_own(
+        table, reader_threads, prefetch):
+    """Bug 4: close() while reader threads held the cache emptied its descriptor list under them."""
+    fds_before = set(os.listdir("/proc/self/fd"))
+    loader = dh_tf.TableLoader(table, "Id", batch_size=1000, page_rows=20_000, cache=True,
+                               reader_threads=reader_threads, prefetch=prefetch)
+    directory = loader.cache_directory
+    batches = iter(loader)
+    for _ in range(25):  # into the second page
+        next(batches)
+    loader.close()
+    with pytest.raises(dh_tf.UsageError, match=r"TableLoader: the loader of columns \['Id'\] was closed during an "
+                                               r"epoch; no page is read after close\(\)"):
+        for _ in batches:
+            pass
+    assert not os.path.exists(directory)
+    assert set(os.listdir("/proc/self/fd")) <= fds_before | {str(fd) for fd in range(3)}
+    assert len(list(loader)) == 301  # a later epoch reads the table, without the cache
+
+
+def test_close_from_another_thread_while_readers_run_never_breaks_a_page(table):
+    """Bug 4, racing: whatever the timing, a page is whole or the epoch raises UsageError."""
+    for attempt in range(6):
+        loader = dh_tf.TableLoader(table, "Id", batch_size=1000, page_rows=10_000, cache=True, reader_threads=2)
+        list(loader)  # epoch 0 fills the cache: epoch 1 reads it on both threads
+        directory = loader.cache_directory
+        seen: list[np.ndarray] = []
+        closer = threading.Timer(0.002 * attempt, loader.close)
+        closer.start()
+        with contextlib.suppress(dh_tf.UsageError):
+            seen.extend(loader)
+        closer.join()
+        got = np.concatenate(seen) if seen else np.empty(0, np.int64)
+        assert np.array_equal(got, np.arange(len(got)))  # every batch delivered was whole and in order
+        assert loader.cache_directory is None and not os.path.exists(directory)  # removed by the last reader

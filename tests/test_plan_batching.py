@@ -119,39 +119,34 @@ def test_shards_are_disjoint_equal_sized_and_cover_all_but_the_leftover(num_rows
     assert len(union) == num_rows - num_rows % num_shards
 
 
-def test_unshuffled_shards_drop_the_same_last_rows_shuffled_shards_a_different_few_each_epoch():
-    def dropped(shuffle, epoch):
-        seen = np.concatenate([delivered_positions(1003, 64, shuffle=shuffle, seed=9, epoch=epoch, block_rows=100,
-                                                   num_shards=4, shard_index=k) for k in range(4)])
-        return set(range(1003)) - set(seen.tolist())
-
-    assert dropped(False, 0) == dropped(False, 1) == {1000, 1001, 1002}
-    epochs = [dropped(True, e) for e in range(5)]
-    assert all(len(d) == 3 for d in epochs)
-    assert len({frozenset(d) for d in epochs}) > 1
-    assert not set.intersection(*epochs)  # no row is lost in every epoch
-
-
-def test_shards_take_their_part_of_one_global_order():
-    # Every shard computes the same global order from (seed, epoch): the seeded block order, started at
-    # a seeded row and wrapped around; shard k takes its contiguous part of it.
-    blocks = np.random.default_rng([3, 0]).permutation(10)
-    global_order = np.concatenate([np.arange(b * 100, b * 100 + 100) for b in blocks])
-    offset = int(np.random.default_rng([3, 0, 2]).integers(1000))
-    global_order = np.concatenate([global_order[offset:], global_order[:offset]])
-    for k in range(2):
-        part = delivered_positions(1000, 1000, shuffle=True, seed=3, block_rows=100, num_shards=2, shard_index=k)
-        assert set(part.tolist()) == set(global_order[500 * k : 500 * k + 500].tolist())
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_each_shard_owns_a_fixed_part_of_the_table_every_epoch(shuffle):
+    """NOTE [ Shards ]: shard k reads rows [k * r, (k + 1) * r) every epoch; the last num_rows % n are never read."""
+    for k in range(4):
+        parts = [delivered_positions(1003, 64, shuffle=shuffle, seed=9, epoch=e, block_rows=100, num_shards=4,
+                                     shard_index=k) for e in range(3)]
+        for part in parts:
+            assert np.array_equal(np.sort(part), np.arange(250 * k, 250 * k + 250))
+        if shuffle:  # a new order within the part every epoch, and other shards' orders differ
+            assert not np.array_equal(parts[0], parts[1]) and not np.array_equal(parts[1], parts[2])
+        else:
+            assert all(np.array_equal(part, np.arange(250 * k, 250 * k + 250)) for part in parts)
 
 
-def test_a_single_block_table_drops_other_leftover_rows_each_epoch():
-    def dropped(epoch):
-        seen = np.concatenate([delivered_positions(4001, 4096, shuffle=True, seed=1, epoch=epoch, block_rows=65536,
-                                                   num_shards=2, shard_index=k) for k in range(2)])
-        return set(range(4001)) - set(seen.tolist())
+def test_a_shuffled_shard_permutes_its_own_blocks_then_rows_within_pages():
+    # Shard 1 of 2 over 1000 rows in 100-row blocks: its blocks are rows 500..999, in a seeded order.
+    blocks = np.random.default_rng([3, 0, 2, 1]).permutation(5)
+    order = np.concatenate([np.arange(500 + b * 100, 600 + b * 100) for b in blocks])
+    pages = plan_epoch(1000, 200, shuffle=True, seed=3, block_rows=100, num_shards=2, shard_index=1)
+    for index, page in enumerate(pages):
+        assert set(page_positions(page).tolist()) == set(order[200 * index : 200 * index + 200].tolist())
 
-    epochs = [dropped(e) for e in range(4)]
-    assert all(len(d) == 1 for d in epochs) and len(set.union(*epochs)) > 1
+
+def test_one_shard_keeps_the_unsharded_order():
+    assert np.array_equal(
+        delivered_positions(1000, 64, shuffle=True, seed=3, block_rows=100),
+        delivered_positions(1000, 64, shuffle=True, seed=3, block_rows=100, num_shards=1, shard_index=0),
+    )
 
 
 @pytest.mark.parametrize("shuffle", [False, True])

@@ -419,3 +419,15 @@ def test_trainer_process_reads_a_remote_table_without_a_jvm(server, tables):
                         timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "OK no JVM" in result.stdout
+
+
+def test_page_size_follows_the_row_bytes_on_both_sources(tables, remote):
+    """Bug 2: remote pages were 1M rows whatever the row width; the rule is one (NOTE [ Page size ])."""
+    columns = TYPED_COLUMNS[1:]
+    for kind, page_mib in (("embedded", 32), ("remote", 64)):
+        table = pick(kind, tables, remote, "typed")
+        narrow = dh_tf.TableLoader(table, columns[0], batch_size=100)
+        wide = dh_tf.TableLoader(table, columns, batch_size=100, dtype="float64")
+        assert narrow.page_rows == min(page_mib * 2**20 // 4 // 100 * 100, 4 * 2**20 // 100 * 100)
+        assert wide.page_rows == page_mib * 2**20 // (8 * len(columns)) // 100 * 100
+        assert wide.page_rows * 8 * len(columns) <= page_mib * 2**20

@@ -76,6 +76,7 @@ class EpochCache:
     def __init__(self, parent: str, layout: Layout, num_rows: int, where: str, *, first_row: int = 0) -> None:
         self._row_bytes = [field.dtype.itemsize * int(np.prod(field.shape)) for field in layout.fields]
         self._fields = layout.fields
+        self._columns = layout.columns
         self.num_rows = num_rows
         self.first_row = first_row
         self.nbytes = num_rows * sum(self._row_bytes)
@@ -127,8 +128,8 @@ class EpochCache:
         with self._lock:
             if self._closed:
                 raise UsageError(
-                    f"{self._where}: the loader was closed during an epoch, removing its epoch cache "
-                    f"{self.directory!r}; no page is read after close() (iterate a loader before closing it)"
+                    f"{self._where}: the loader of columns {list(self._columns)} was closed during an epoch; no page "
+                    f"is read after close() (its epoch cache {self.directory!r} is removed)"
                 )
             self._users += 1
         try:
