@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
                 model, table, FEATURES, keep=["Label"], batch_size=args.batch_size
             ),
             "predict_table path=": lambda: predict_table(
-                model, table, FEATURES, batch_size=args.batch_size, path=out_dir / "scores", overwrite=True
+                model, table, FEATURES, batch_size=args.batch_size, directory=out_dir / "scores", overwrite=True
             ),
         }
         seconds = {name: _median_seconds(run, args.repeats) for name, run in cases.items()}

@@ -192,3 +192,40 @@ def test_nested_dict_spec_is_rejected(table, features):
 def test_label_dtype_is_validated(table, label_dtype, error, message):
     with pytest.raises(error, match=message):
         dh_tf.TableLoader(table, "A", "Id", label_dtype=label_dtype)
+
+
+def test_every_error_class_is_a_dh_tf_error_and_keeps_its_builtin_base():
+    """NOTE [ Errors ]: ``except dh_tf.Error`` catches what dh_tf raises; ``except ValueError`` keeps working."""
+    import dh_tf.errors as errors
+
+    builtin = {
+        "ArgumentError": ValueError, "ArgumentTypeError": TypeError, "UsageError": RuntimeError,
+        "MissingDependencyError": ImportError, "NullValueError": ValueError, "ArrayLengthError": ValueError,
+        "TableChangeError": ValueError, "FollowError": RuntimeError, "CacheError": OSError,
+        "CacheSpaceError": OSError, "RemoteReadError": ConnectionError,
+    }
+    classes = {name: obj for name, obj in vars(errors).items() if isinstance(obj, type) and issubclass(obj, Exception)}
+    assert set(classes) == {"Error", *builtin}
+    for name, base in builtin.items():
+        assert issubclass(classes[name], dh_tf.Error) and issubclass(classes[name], base), name
+    assert {name for name in builtin if name != "CacheError"} <= set(dh_tf.__all__)
+
+
+def test_an_argument_error_is_caught_both_ways(make_table):
+    table = make_table(10, "A = (double)i")
+    for caught in (dh_tf.Error, ValueError):
+        with pytest.raises(caught, match=r"TableLoader: batch_size must be an int >= 1 \(got 0\)"):
+            dh_tf.TableLoader(table, "A", batch_size=0)
+    with pytest.raises(dh_tf.ArgumentTypeError, match=r"batch_size must be an int >= 1 \(got '8' of type str\)"):
+        dh_tf.TableLoader(table, "A", batch_size="8")
+
+
+def test_internal_names_leave_the_public_api_with_a_deprecation_warning():
+    from dh_tf.reading.layout import Field, Layout
+
+    for name, obj in (("Field", Field), ("Layout", Layout)):
+        assert name not in dh_tf.__all__
+        with pytest.warns(DeprecationWarning, match=rf"dh_tf.{name} is internal"):
+            assert getattr(dh_tf, name) is obj
+    with pytest.raises(AttributeError):
+        dh_tf.NoSuchName  # noqa: B018

@@ -100,7 +100,7 @@ def test_parquet_path_filtered_parquet_input(keras, parquet_table, tmp_path):
     model = dense(keras, weights=np.array([[1.0], [2.0], [3.0]]))
     source = parquet_table.where(["Id % 3 != 0", "C > -3"])
     out = tmp_path / "scores.parquet"
-    result = predict_table(model, source, FEATURES, keep=["Id", "Ts"], batch_size=2048, page_rows=4096, path=out)
+    result = predict_table(model, source, FEATURES, keep=["Id", "Ts"], batch_size=2048, page_rows=4096, directory=out)
     files = sorted(os.listdir(out))
     assert len(files) >= -(-source.size // 4096) and files == [PAGE_FILE.format(index=i) for i in range(len(files))]
     assert os.listdir(tmp_path) == ["scores.parquet"]  # no partial directory left
@@ -180,7 +180,7 @@ def test_empty_table(keras, table, tmp_path):
     empty = table.where("Id < 0")
     result = predict_table(dense(keras, 2), empty, FEATURES, keep=["Key"], output=["P", "Q"])
     assert result.size == 0 and types(result) == {"Key": "java.lang.String", "P": "float", "Q": "float"}
-    stored = predict_table(dense(keras), empty, FEATURES, keep="Id", path=tmp_path / "empty")
+    stored = predict_table(dense(keras), empty, FEATURES, keep="Id", directory=tmp_path / "empty")
     assert stored.size == 0 and types(stored) == {"Id": "long", "Prediction": "float"}
 
 
@@ -228,7 +228,7 @@ def test_bad_callable_output_fails_at_first_group_and_leaves_nothing(table, tmp_
 
     out = tmp_path / "scores"
     with pytest.raises(ValueError, match=r"output must name one column per column of the model's output of shape \[n, 2\]"):
-        predict_table(two_columns, table, FEATURES, path=out, page_rows=4096, batch_size=1024)
+        predict_table(two_columns, table, FEATURES, directory=out, page_rows=4096, batch_size=1024)
     assert len(calls) == 1 and os.listdir(tmp_path) == []
     with pytest.raises(ValueError, match=r"the model's output must have one row per input row \(got 3 rows for 1024 input rows\)"):
         predict_table(lambda x: np.zeros(3), table, FEATURES, batch_size=1024, page_rows=1024)
@@ -258,10 +258,10 @@ def test_bad_keep_path_and_options(keras, table, tmp_path):
     out = tmp_path / "scores.parquet"
     out.mkdir()
     (out / "old.txt").write_text("old")
-    with pytest.raises(ValueError, match=r"path must not exist or be an empty directory unless overwrite=True \(got '.*scores.parquet': a non-empty directory\)"):
-        predict_table(model, table, FEATURES, path=out)
+    with pytest.raises(ValueError, match=r"directory must not exist or be an empty directory unless overwrite=True \(got '.*scores.parquet': a non-empty directory\)"):
+        predict_table(model, table, FEATURES, directory=out)
     assert os.listdir(out) == ["old.txt"]
-    result = predict_table(model, table.head(100), FEATURES, keep="Id", path=out, overwrite=True)
+    result = predict_table(model, table.head(100), FEATURES, keep="Id", directory=out, overwrite=True)
     assert os.listdir(out) == ["part-00000000.parquet"] and sorted(os.listdir(tmp_path)) == ["scores.parquet"]
     np.testing.assert_array_equal(column(result, "Prediction"), np.arange(100, dtype=np.float32))
 
@@ -293,6 +293,7 @@ import keras
 from deephaven import parquet
 from deephaven.numpy import to_numpy
 from dh_tf.diagnostics import memory_report
+import dh_tf
 from dh_tf.write.predict_table import predict_table
 features = [f"F{i}" for i in range(int(sys.argv[6]))]
 model = keras.Sequential([keras.Input((len(features),)), keras.layers.Dense(1)])
@@ -300,7 +301,7 @@ weights = np.linspace(-1, 1, len(features), dtype=np.float32).reshape(-1, 1)
 model.layers[0].set_weights([weights, np.array([0.25], np.float32)])
 table = parquet.read(sys.argv[1]).where(sys.argv[5])
 ready = time.monotonic()
-result = predict_table(model, table, features, keep="Id", batch_size=65536, page_rows=131072, path=sys.argv[4])
+result = predict_table(model, table, features, keep="Id", batch_size=65536, page_rows=131072, directory=sys.argv[4])
 scored = time.monotonic()
 positions = np.sort(np.random.default_rng(0).choice(result.size, 20, replace=False)).tolist()
 ids = to_numpy(result.view("Id"), ["Id"])[:, 0]
@@ -357,3 +358,15 @@ def test_scoring_a_table_several_times_the_heap_to_parquet(big_parquet, tmp_path
     assert result["ids_match"] and result["all_ids_match"]  # every kept Id, in order
     assert result["max_error"] < 1e-5  # relative: one row alone sums in another order than its batch
     assert len(os.listdir(out)) > 1
+
+
+def test_path_is_the_deprecated_name_of_directory(keras, table, tmp_path):
+    import dh_tf
+    from dh_tf.write.predict_table import predict_table
+
+    model = dense(keras)
+    with pytest.warns(DeprecationWarning, match=r"predict_table: path= is renamed directory="):
+        result = predict_table(model, table.head(10), FEATURES, path=tmp_path / "old")
+    assert os.listdir(tmp_path / "old") == ["part-00000000.parquet"] and int(result.size) == 10
+    with pytest.raises(dh_tf.ArgumentError, match=r"pass directory= only \(got both directory= and its old name path=\)"):
+        predict_table(model, table, FEATURES, path=tmp_path / "a", directory=tmp_path / "b")

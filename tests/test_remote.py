@@ -431,3 +431,44 @@ def test_page_size_follows_the_row_bytes_on_both_sources(tables, remote):
         assert narrow.page_rows == min(page_mib * 2**20 // 4 // 100 * 100, 4 * 2**20 // 100 * 100)
         assert wide.page_rows == page_mib * 2**20 // (8 * len(columns)) // 100 * 100
         assert wide.page_rows * 8 * len(columns) <= page_mib * 2**20
+
+
+GATE_SCRIPT = """
+import threading
+from deephaven import empty_table
+
+dh_tf_gate_open = threading.Event()
+dh_tf_gate_entered = threading.Event()
+
+
+def dh_tf_gate(i):
+    if i >= 100_000:
+        dh_tf_gate_entered.set()
+        dh_tf_gate_open.wait(300)
+    return i
+
+
+dh_tf_gated = empty_table(200_000).update_view(["X = (double)dh_tf_gate(i)"])
+"""
+
+
+def test_break_cancels_a_remote_read_in_flight(session):
+    """Bug 10: leaving an epoch waited for in-flight DoGets, up to the 600 s read timeout."""
+    import threading
+
+    import __main__
+
+    session.run_script(GATE_SCRIPT)  # rows >= 100_000 are computed only once the gate opens
+    loader = dh_tf.TableLoader(session.open_table("dh_tf_gated"), "X", batch_size=1000, page_rows=50_000,
+                               reader_threads=2, prefetch=1)
+    batches = iter(loader)
+    try:
+        assert np.array_equal(next(batches), np.arange(1000, dtype=np.float32))
+        assert __main__.dh_tf_gate_entered.wait(60)  # a reader thread is inside a DoGet that cannot finish
+        closer = threading.Thread(target=batches.close)
+        closer.start()
+        closer.join(60)  # generous; the DoGet would otherwise run until its 600 s timeout
+        assert not closer.is_alive(), "leaving the epoch waited for the DoGet in flight"
+        assert not [t for t in threading.enumerate() if t.name.startswith("dh_tf-reader")]
+    finally:
+        __main__.dh_tf_gate_open.set()

@@ -95,7 +95,7 @@ class EpochCache:
         self._closed = False
         try:
             for index, row_bytes in enumerate(self._row_bytes):
-                fd = os.open(os.path.join(self.directory, f"field{index}.bin"), os.O_RDWR | os.O_CREAT, 0o600)
+                fd = os.open(self.paths[index], os.O_RDWR | os.O_CREAT, 0o600)
                 self._fds.append(fd)
                 if num_rows:
                     _reserve(fd, num_rows * row_bytes)
@@ -140,6 +140,20 @@ class EpochCache:
                 last = self._closed and self._users == 0
             if last:
                 self._finalizer()
+
+    @property
+    def paths(self) -> list[str]:
+        """The file of each field, in layout order (rows at ``(position - first_row) * row_bytes``)."""
+        return [os.path.join(self.directory, f"field{index}.bin") for index in range(len(self._row_bytes))]
+
+    @property
+    def row_bytes(self) -> list[int]:
+        """The bytes of one row in each field's file, in layout order."""
+        return list(self._row_bytes)
+
+    def covers_all(self) -> bool:
+        """True when every row of the cache (the whole shard) has been written and the cache is open."""
+        return self.covers([(self.first_row, self.first_row + self.num_rows)])
 
     def covers(self, spans: Sequence[Span]) -> bool:
         """True when every row of ``spans`` has been written (and the cache is open)."""
@@ -231,6 +245,12 @@ class CachingPageReader:
         if self._cache is not None:
             self._cache.write(plan.spans, arrays)
         return deliver(arrays, plan)
+
+    def cancel(self) -> None:
+        """Ends a source read in flight, from another thread (NOTE [ Cancelling reads ])."""
+        pages = self._pages
+        if pages is not None:
+            pages.cancel()
 
     def close(self) -> None:
         if self._pages is not None:

@@ -95,6 +95,12 @@ class PageReader:
             )
         target[nulls] = np.nan if policy == "nan" else policy
 
+    def cancel(self) -> None:
+        """Ends a read in flight from another thread, if the span reader can (NOTE [ Cancelling reads ])."""
+        cancel = getattr(self._spans, "cancel", None)
+        if cancel is not None:
+            cancel()
+
     def close(self) -> None:
         """Releases the span reader. Safe to call twice."""
         self._spans.close()

@@ -90,7 +90,14 @@ def read_in_order(
     being read, or held by the consumer). An error reading item ``i`` stops all claiming and is
     re-raised (same object) when the consumer reaches item ``i``, after items ``0..i-1``. Every way
     out of the consuming generator (exhaustion, ``break``/close, an exception, ``del``,
-    KeyboardInterrupt) stops and joins every thread; each reader is closed on its own thread. With
+    KeyboardInterrupt) stops and joins every thread; each reader is closed on its own thread.
+
+    NOTE [ Cancelling reads ]
+    Stopping must not wait for a read in flight that can take long: a remote page's Flight DoGet
+    runs up to its read timeout. So on the way out the consumer calls ``cancel()`` on each reader
+    that has one (from the consumer's thread, while the reader's own thread may be inside
+    ``read``); a cancelled read raises, its thread sees the stop and exits, and the join returns at
+    once. Readers without ``cancel`` (the engine's: one chunk copy at a time) are simply joined. With
     one thread and ``prefetch == 0`` everything runs inline on the caller's thread.
 
     Raises:
@@ -107,6 +114,7 @@ def read_in_order(
             reader.close()
         return
     shared: _Ordered[U] = _Ordered(len(items), prefetch + reader_threads)
+    opened: list[ItemReader[T, U]] = []  # for cancel(): NOTE [ Cancelling reads ]
 
     def work() -> None:
         reader = None
@@ -115,6 +123,8 @@ def read_in_order(
                 try:
                     if reader is None:
                         reader = open_reader()
+                        with shared.ready:
+                            opened.append(reader)
                     shared.put(index, _ITEM, reader.read(items[index]))
                 except BaseException as error:
                     shared.put(index, _ERROR, error)
@@ -138,6 +148,10 @@ def read_in_order(
             shared.release()
     finally:
         shared.finish()
+        with shared.ready:
+            cancellable = [reader for reader in opened if hasattr(reader, "cancel")]
+        for reader in cancellable:
+            reader.cancel()  # type: ignore[attr-defined]
         for thread in threads:
             while thread.is_alive():
                 thread.join(_POLL_S)

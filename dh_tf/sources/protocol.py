@@ -50,6 +50,9 @@ class SpanReader(Protocol):
         """Releases what the reader holds. Safe to call twice."""
         ...
 
+    # Optional: ``cancel() -> None``, called from another thread to make a ``read`` in flight end
+    # now (it then raises); NOTE [ Cancelling reads ] in ``reading/reader_threads.py``.
+
 
 class EpochView(Protocol):
     """One epoch's consistent rows of a source."""

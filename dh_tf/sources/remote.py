@@ -23,6 +23,7 @@ runs without the GIL.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -176,6 +177,26 @@ class RemoteSpanReader:
         self._table = table
         self._kinds = dict(kinds)
         self._source = source
+        self._lock = threading.Lock()
+        self._active: Any = None  # the Flight stream being read, for cancel()
+        self._cancelled = False
+
+    def cancel(self) -> None:
+        """Cancels the DoGet in flight (from another thread); ``read`` then raises. NOTE [ Cancelling reads ]."""
+        with self._lock:
+            self._cancelled = True
+            active = self._active
+        if active is not None:
+            with contextlib.suppress(Exception):
+                active.cancel()
+
+    def _track(self, stream: Any) -> None:
+        """Registers the Flight stream now read (None: none); cancels it at once after cancel()."""
+        with self._lock:
+            self._active = stream
+            cancelled = self._cancelled
+        if cancelled and stream is not None:
+            stream.cancel()
 
     def read(self, spans: Sequence[Span], out: Mapping[str, np.ndarray]) -> dict[str, np.ndarray | None]:
         """Fills ``out[name][:n]`` with the rows of ``spans`` in order; returns the null masks.
@@ -205,7 +226,7 @@ class RemoteSpanReader:
         doing = f"reading rows [{start}, {stop})"
         with self._source._exported(lambda: self._table.slice(start, stop), doing) as piece:
             try:
-                got = _stream_into(piece, self._kinds, out, offset, masks, rows, self._source._read_timeout_s)
+                got = _stream_into(piece, self._kinds, out, offset, masks, rows, self._source._read_timeout_s, self._track)
             except Exception as error:
                 raise self._source.read_error(doing, error) from error
         if got != stop - start:
@@ -226,6 +247,7 @@ def _stream_into(
     masks: dict[str, np.ndarray | None],
     rows: int,
     timeout_s: float,
+    track: Any = None,
 ) -> int:
     """Streams one exported table's record batches into ``out`` from ``offset``; returns the rows read."""
     import pyarrow.flight as flight
@@ -241,6 +263,8 @@ def _stream_into(
     else:
         options = flight.FlightCallOptions(headers=session.grpc_metadata, timeout=timeout_s)
         reader = client.do_get(flight.Ticket(piece.ticket.bytes), options)
+        if track is not None:
+            track(reader)
         batches = (chunk.data for chunk in reader)
     got = 0
     try:
@@ -253,6 +277,8 @@ def _stream_into(
             got += n
     finally:
         if reader is not None:
+            if track is not None:
+                track(None)
             reader.cancel()
     return got
 

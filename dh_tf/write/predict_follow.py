@@ -87,7 +87,9 @@ def predict_follow(
             numeric, Boolean or Instant (NOTE [ Live kept columns ]).
         output: as ``predict_table``: one name, a list of names for ``[rows, k]``, or a dict of model
             output name -> name(s) for a multi-output model.
-        batch_size: rows scored at once, at most.
+        batch_size: rows scored at once, at most. The default, 256, sits between training's 32 and
+            ``predict_table``'s 4096: a live batch waits to fill (or ``max_wait``), so a smaller
+            batch keeps latency low while each model call still scores many rows.
         max_wait: seconds a row waits for its batch to fill before a partial batch is scored; None:
             full batches only.
         dtype: the feature dtype handed to the model.

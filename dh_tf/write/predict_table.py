@@ -3,7 +3,7 @@
 Features are read with :class:`~dh_tf.loader.TableLoader` in table order, in large groups of whole
 batches; the model scores one group at a time; its outputs become columns of a new table, next to
 the ``keep`` columns of the input (keys, timestamps, any type). The result is built in the heap
-(NOTE [ Engine internals for writing ] in ``engine_write.py``), or, with ``path=``, written page by
+(NOTE [ Engine internals for writing ] in ``engine_write.py``), or, with ``directory=``, written page by
 page as Parquet files into one directory and opened as one table, so scoring a table bigger than
 the heap needs bounded memory.
 
@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from dh_tf.checks import bool_arg, choice_arg, int_arg
+from dh_tf.checks import UNSET, bool_arg, choice_arg, int_arg, renamed_arg
 from dh_tf.errors import ArgumentError, ArgumentTypeError
 from dh_tf.reading.layout import ColumnSpec
 from dh_tf.reading.loader import TableLoader
@@ -51,9 +51,10 @@ def predict_table(
     keep: str | Sequence[str] | None = None,
     output: OutputSpec = "Prediction",
     batch_size: int = 4096,
-    path: str | os.PathLike[str] | None = None,
+    directory: str | os.PathLike[str] | None = UNSET,
     overwrite: bool = False,
     write_path: str = "auto",
+    path: str | os.PathLike[str] | None = UNSET,
     **reading_options: Any,
 ) -> Any:
     """Scores every row of ``table`` with ``model`` and returns the predictions as a Deephaven table.
@@ -79,11 +80,14 @@ def predict_table(
             names for an ``[n, k]`` output (k names); for a multi-output model a dict of output
             name -> name or list (Keras list outputs are named by ``model.output_names``; a
             callable's list/tuple outputs are matched with the dict's entries in order).
-        batch_size: rows per model call; features are read in groups of whole batches.
-        path: None builds the result in the heap. A directory path (e.g. ``"scores.parquet"``)
+        batch_size: rows per model call; features are read in groups of whole batches. The default,
+            4096, is larger than training's 32 because scoring has no gradient step to keep small:
+            bigger calls amortize the model's per-call cost (``benchmarks/predict.py``).
+        directory: None builds the result in the heap. A directory (e.g. ``"scores.parquet"``)
             writes one Parquet file per group into it and returns the table read back from it
             (``ParquetFileLayout.FLAT_PARTITIONED``): bounded memory, any table size.
-        overwrite: replace what is at ``path``; otherwise it must not exist or be an empty directory.
+        path: the old name of ``directory`` (deprecated, a ``DeprecationWarning``).
+        overwrite: replace what is at ``directory``; otherwise it must not exist or be an empty directory.
         write_path: ``"auto"`` (engine internals when they work here), ``"engine"`` or ``"public"``
             (``deephaven.new_table`` paired by position with a join; slower). See NOTE [ Engine
             internals for writing ] in ``engine_write.py`` and NOTE [ Sinks ] in ``sinks.py``.
@@ -91,18 +95,18 @@ def predict_table(
             ``page_rows``, ``prefetch``, ``read_path``, ...), passed through.
 
     Returns:
-        A ``deephaven.table.Table``: static, in the heap (``path=None``) or Parquet-backed.
+        A ``deephaven.table.Table``: static, in the heap (``directory=None``) or Parquet-backed.
 
     Raises:
         TypeError (ArgumentTypeError): ``table`` is not a Deephaven table, ``model`` is neither a
             Keras model nor callable, an argument has the wrong type (``batch_size`` not an int,
             bools included), or a model output is not numeric.
         ValueError (ArgumentError): before any data moves: ``batch_size`` < 1, ``output`` does not match the Keras model's outputs,
-            ``keep`` names an unknown column or one that is also an output name, ``path`` exists
+            ``keep`` names an unknown column or one that is also an output name, ``directory`` exists
             and is not empty without ``overwrite``, a reading option is one that scoring cannot
             take, or a TableLoader check fails. For a callable, at the first group, before
             anything is written: ``output`` does not match what it returned. While scoring: a
-            model output has the wrong number of rows. On any error nothing is left at ``path``.
+            model output has the wrong number of rows. On any error nothing is left at ``directory``.
 
     Example:
         >>> scores = predict_table(model, t.where("Split = `test`"), ["A", "B"], keep=["Id", "Ts"])
@@ -121,7 +125,8 @@ def predict_table(
             f"{_WHERE}: {bad[0]} must not be given (got {bad[0]}={reading_options[bad[0]]!r}); "
             "every row is scored once, in table order"
         )
-    out_path = None if path is None else _check_path(path, overwrite)
+    directory = renamed_arg(directory, path, "directory", "path", _WHERE, None)
+    out_path = None if directory is None else _check_path(directory, overwrite)
     predictor.check_static(outputs)
     # Validates features and reading options before any data moves (a snapshot included).
     TableLoader(table, features, batch_size=batch_size, shuffle=False, **reading_options).close()
@@ -145,13 +150,13 @@ def predict_table(
 def _check_path(path: Any, overwrite: bool) -> Path:
     if not isinstance(path, (str, os.PathLike)):
         raise ArgumentTypeError(
-            f"{_WHERE}: path must be a directory path or None (got {path!r} of type {type(path).__name__})"
+            f"{_WHERE}: directory must be a directory path or None (got {path!r} of type {type(path).__name__})"
         )
     out = Path(path).expanduser().absolute()
     if out.exists() and not overwrite and not (out.is_dir() and not any(out.iterdir())):
         what = "a non-empty directory" if out.is_dir() else "a file"
         raise ArgumentError(
-            f"{_WHERE}: path must not exist or be an empty directory unless overwrite=True (got {str(path)!r}: {what})"
+            f"{_WHERE}: directory must not exist or be an empty directory unless overwrite=True (got {str(path)!r}: {what})"
         )
     return out
 
