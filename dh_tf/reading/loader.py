@@ -15,6 +15,7 @@ from dh_tf.errors import ArgumentError, UsageError
 from dh_tf.reading import batching
 from dh_tf.reading.epoch_cache import CachingPageReader, EpochCache, check_cache_arg
 from dh_tf.reading.layout import ColumnSpec, Layout, NullPolicy, build_layout
+from dh_tf.reading.padding import PadTo, pad_options
 from dh_tf.reading.page_size import default_page_rows, row_bytes
 from dh_tf.reading.plan import ReadPlan
 from dh_tf.reading.reader_threads import read_in_order
@@ -90,13 +91,18 @@ class TableLoader:
             each reads only its own part and all get the same number of batches; up to
             ``num_shards - 1`` rows per epoch are left out (NOTE [ Shards ] in reading/plan.py).
         shard_index: which shard this loader reads, in ``[0, num_shards)``.
+        pad_to, padding, truncating, pad_value: None (fixed array lengths), or fit the rows of every
+            array column (an int N) or of some (a dict column -> N) to N as ``keras.utils.pad_sequences``
+            does, with its defaults ``"pre"``, ``"pre"``, ``0.0`` (NOTE [ Ragged arrays ] in sources/ragged.py).
 
     Raises:
         TypeError: ``table`` is not a Deephaven table, an argument has the wrong type (bools are not
             ints), or a column is not numeric or boolean.
         ValueError: an unknown column (the message lists the table's columns), an empty spec, a
-            size out of range, a null policy that does not fit a column, or ``cache`` on a
-            refreshing table or in a directory that is not writable.
+            size out of range, a null policy that does not fit a column, ``cache`` on a
+            refreshing table or in a directory that is not writable, or padding options that do
+            not fit (``padding`` / ``truncating`` not ``"pre"`` / ``"post"``, ``pad_to`` < 1 or naming
+            a column that is not an array column read).
         CacheSpaceError: the cache directory's disk cannot hold the cache (an ``OSError``).
 
     Example:
@@ -129,6 +135,10 @@ class TableLoader:
         read_path: str = "auto",
         num_shards: int = 1,
         shard_index: int = 0,
+        pad_to: PadTo | None = None,
+        padding: str = "pre",
+        truncating: str = "pre",
+        pad_value: float = 0.0,
     ) -> None:
         where = type(self).__name__
         self.batch_size = int_arg(batch_size, "batch_size", where, minimum=1)
@@ -144,6 +154,7 @@ class TableLoader:
             shuffle_block_rows, "shuffle_block_rows", where, minimum=MIN_SHUFFLE_BLOCK_ROWS
         )
         cache_parent = check_cache_arg(cache, where)
+        pad = pad_options(pad_to, padding, truncating, pad_value, where)
         num_shards = int_arg(num_shards, "num_shards", where, minimum=1)
         shard_index = int_arg(shard_index, "shard_index", where, minimum=0)
         if shard_index >= num_shards:
@@ -164,6 +175,7 @@ class TableLoader:
             label_dtype=label_dtype,
             nulls=nulls,
             where=where,
+            pad=pad,
         )
         if page_rows is None:
             page_rows = default_page_rows(row_bytes(self.layout.fields), self.batch_size, page_mib=self.source.page_mib)
@@ -197,7 +209,6 @@ class TableLoader:
         self._epoch_lock = threading.Lock()
         self._next_epoch = 0
         self._resume: tuple[int, int] | None = None  # (epoch, batches already delivered in it)
-        self._closes = 0  # how many times close() was called: an epoch checks it did not change
         self._closes = 0  # close() calls so far: an epoch checks that none came since it began
         self._progress = (0, 0)  # the consumer's position: (epoch, batches received), see state_dict
 
@@ -210,6 +221,11 @@ class TableLoader:
     def num_rows(self) -> int:
         """Rows in the table now (for a refreshing table, this can change between epochs)."""
         return self.source.num_rows()
+
+    @property
+    def cache(self) -> EpochCache | None:
+        """This loader's epoch cache (None without ``cache`` or once closed)."""
+        return self._cache
 
     @property
     def cache_directory(self) -> str | None:
@@ -231,15 +247,37 @@ class TableLoader:
             self._next_epoch = int_arg(epoch, "epoch", "TableLoader.set_epoch", minimum=0)
             self._progress = (self._next_epoch, self._resume[1] if self._resume and self._resume[0] == epoch else 0)
 
-    def _take_epoch(self) -> tuple[int, int]:
-        """The epoch the next iteration reads, and the batches of it to skip (NOTE [ Resuming an epoch ])."""
+    def begin_epoch(self) -> tuple[int, int]:
+        """Starts the next epoch for a consumer that reads it: ``(epoch, batches to skip)``.
+
+        Records the consumer's position as ``(epoch, batches skipped)`` (NOTE [ Resuming an epoch ]);
+        a resume point loaded for this epoch is used up. Pair it with :meth:`end_epoch`.
+        """
         with self._epoch_lock:
             epoch, self._next_epoch = self._next_epoch, self._next_epoch + 1
             skip_batches = 0
             if self._resume is not None and self._resume[0] == epoch:
                 skip_batches = self._resume[1]
                 self._resume = None
+            self._progress = (epoch, skip_batches)
             return epoch, skip_batches
+
+    def end_epoch(self, epoch: int) -> None:
+        """Records that ``epoch`` was handed over whole: the position becomes ``(epoch + 1, 0)``.
+
+        Does nothing if the position moved to another epoch meanwhile (:meth:`set_epoch`).
+        """
+        with self._epoch_lock:
+            if self._progress[0] == epoch:
+                self._progress = (epoch + 1, 0)
+
+    def full_cache(self) -> EpochCache | None:
+        """The epoch cache when it holds every row of this loader's shard, else None.
+
+        Then an epoch needs no read of the table (epochs after the first one, NOTE [ Epoch cache ]).
+        """
+        cache = self._cache
+        return cache if cache is not None and cache.num_rows > 0 and cache.covers_all() else None
 
     def state_dict(self, *, epoch: int | None = None, batches: int | None = None) -> dict[str, Any]:
         """A small JSON-serializable state from which :meth:`load_state_dict` resumes exactly.
@@ -312,10 +350,8 @@ class TableLoader:
 
     def __iter__(self) -> Iterator[Any]:
         """Yields the batches of the next epoch: ``x``, ``(x, y)`` or ``(x, y, w)`` numpy arrays."""
-        epoch, skip_batches = self._take_epoch()
+        epoch, skip_batches = self.begin_epoch()
         delivered = skip_batches
-        with self._epoch_lock:
-            self._progress = (epoch, delivered)
         with contextlib.closing(self._groups(epoch, skip_batches)) as groups:
             for group in groups:
                 for batch in batching.split_batches(group, self.batch_size):
@@ -324,9 +360,7 @@ class TableLoader:
                         if self._progress[0] == epoch:
                             self._progress = (epoch, delivered)
                     yield self.layout.assemble(batch)
-        with self._epoch_lock:
-            if self._progress[0] == epoch:
-                self._progress = (epoch + 1, 0)
+        self.end_epoch(epoch)
 
     def iter_groups(self) -> Iterator[Any]:
         """Yields the next epoch as *groups* of whole batches, assembled like batches.
@@ -335,15 +369,11 @@ class TableLoader:
         into batches itself (``to_dataset`` does this in TensorFlow's C++). The consumer counts
         delivered batches itself (NOTE [ Resuming an epoch ]).
         """
-        epoch, skip_batches = self._take_epoch()
-        with self._epoch_lock:
-            self._progress = (epoch, skip_batches)
+        epoch, skip_batches = self.begin_epoch()
         with contextlib.closing(self._groups(epoch, skip_batches)) as groups:
             for group in groups:
                 yield self.layout.assemble(group)
-        with self._epoch_lock:  # the whole epoch was handed over (mid-epoch counts are the consumer's)
-            if self._progress[0] == epoch:
-                self._progress = (epoch + 1, 0)
+        self.end_epoch(epoch)  # the whole epoch was handed over (mid-epoch counts are the consumer's)
 
     def _groups(self, epoch: int, skip_batches: int) -> Iterator[list[np.ndarray]]:
         cache, closes = self._cache, self._closes
