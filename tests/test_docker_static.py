@@ -522,7 +522,9 @@ def test_trainer_image_has_no_jvm_and_runs_the_remote_trainer_example():
     runs = " ".join(args for keyword, args in instructions if keyword == "RUN").lower()
     for word in ("java", "jdk", "jre", "deephaven-server", "deephaven-core", "apt-get"):
         assert word not in runs, f"trainer.Dockerfile installs {word}: the trainer must need no JVM"
-    assert "pip install --no-cache-dir --no-deps /src" in runs
+    # dh_tf with its `remote` extra, dependencies resolved (NOTE [ Lean installs ] in pyproject.toml)
+    assert 'pip install --no-cache-dir "/src[remote]"' in runs
+    assert "--no-deps" not in runs
     copies = copy_sources(TRAINER_DOCKERFILE)
     assert (["examples/remote_trainer.py"], "/opt/dh_tf/remote_trainer.py") in copies
     for sources, dest in copies:
@@ -537,7 +539,11 @@ def test_trainer_versions_match_the_project_pins():
     dev_requirements = (REPO / "requirements-dev.txt").read_text().splitlines()
     tensorflow_version = pinned(dev_requirements, "tensorflow-cpu")
     pydeephaven_version = pinned(dev_requirements, "pydeephaven")
-    assert f'remote = ["pydeephaven=={pydeephaven_version}"]' in (REPO / "pyproject.toml").read_text()
+    import tomllib
+
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert f"pydeephaven=={pydeephaven_version}" in pyproject["optional-dependencies"]["remote"]
+    assert pyproject["dependencies"] == ["numpy>=1.24"]  # no TensorFlow, no deephaven-core
     instructions = dockerfile_instructions(TRAINER_DOCKERFILE)
     assert ("ARG", f"TENSORFLOW_VERSION={tensorflow_version}") in instructions
     assert ("ARG", f"PYDEEPHAVEN_VERSION={pydeephaven_version}") in instructions
