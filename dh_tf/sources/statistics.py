@@ -1,0 +1,252 @@
+"""Engine-side statistics of a table's columns: value counts, mean and variance, quantiles.
+
+Every statistic is one server-side query (``count_by`` + ``sort``, or one ``agg_by`` of
+``avg`` / ``var`` / ``count_where`` / ``pct``) on an embedded ``deephaven.table.Table`` or a
+remote ``pydeephaven.table.Table``; only its result (one row, or one row per distinct value) is
+pulled into Python, over Arrow, never the table's rows. ``tf/adapt.py`` turns them into Keras
+preprocessing state.
+
+NOTE [ Engine statistics ]
+* Nulls are left out of every statistic: value counts filter ``!isNull(col)`` before ``count_by``;
+  Deephaven's ``avg``, ``var`` and ``pct`` skip nulls themselves, and ``count_where(!isNull)``
+  gives each column's own count of values. NaN is a value (it makes a mean NaN, as in numpy).
+* Value counts are sorted by the engine by count, then value, both descending: the order of Keras'
+  ``IndexLookup.finalize_state`` (``np.lexsort((tokens, counts))[::-1]``). Strings compare as Java
+  Strings (UTF-16 code units) in the engine and as UTF-8 bytes in Keras; the two orders differ only
+  between characters above U+FFFF and characters U+E000-U+FFFF, so the vocabulary pulled is sorted
+  again by UTF-8 bytes (cheap: one row per value). Where ``max_values`` cuts through a run of equal
+  counts holding both kinds of characters, which values make the cut follows the engine's order.
+* Deephaven's ``var`` is the sample variance (Bessel's correction): the population variance that
+  Keras' ``Normalization`` uses is ``var * (n - 1) / n`` with ``n`` the column's non-null count.
+* ``pct(p)`` is the value at 0-based rank ``round(p * (n - 1))`` of the sorted non-null values
+  (measured: ``pct(0.5)`` of ten values is the sixth, ``pct(0.6)`` of 500 the 300th), so cut points
+  at ``k / bins`` give equal-frequency bins under ``numpy.digitize`` up to one row per bin (and up to
+  ties). It is exact (the engine keeps the sorted values of the column: memory grows with its
+  distinct values); pydeephaven has no ``approx_pct``, so both sources use ``pct``.
+* A refreshing table is aggregated as it is (the engine keeps the aggregation consistent) and the
+  small result is snapshotted before it is read: one consistent set of rows per statistic.
+* Intermediate tables are released at once: embedded ones by a liveness scope, remote exports one
+  by one (``close()``) on every way out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from dh_tf.errors import ArgumentError, ArgumentTypeError
+from dh_tf.sources import open_source
+
+INTEGER_TYPES = ("byte", "short", "int", "long")
+NUMERIC_TYPES = (*INTEGER_TYPES, "float", "double")
+STRING_TYPE = "java.lang.String"
+VOCABULARY_TYPES = (STRING_TYPE, *INTEGER_TYPES)
+
+
+@dataclass(frozen=True)
+class Moments:
+    """Per column: its count of non-null values, their mean and population variance (float64 arrays)."""
+
+    count: np.ndarray
+    mean: np.ndarray
+    variance: np.ndarray
+
+
+def column_types(table: Any, where: str) -> dict[str, str]:
+    """Column name -> Deephaven type name (``double``, ``java.lang.String``, ...) of ``table``.
+
+    Raises:
+        ArgumentTypeError: ``table`` is not a ``deephaven.table.Table`` or ``pydeephaven.table.Table``.
+        ArgumentError: a pydeephaven table whose Session or table is closed.
+    """
+    return dict(_Query(table, where).types)
+
+
+def check_column(types: dict[str, str], column: Any, allowed: Sequence[str], what: str, where: str) -> str:
+    """``column`` if ``types`` has it with one of the ``allowed`` types.
+
+    Raises:
+        ArgumentTypeError: ``column`` is not a str, or its type is not allowed (naming both).
+        ArgumentError: no such column (the message lists the table's columns).
+    """
+    if not isinstance(column, str):
+        raise ArgumentTypeError(f"{where}: a column name must be a str (got {column!r} of type {type(column).__name__})")
+    if column not in types:
+        raise ArgumentError(f"{where}: no column {column!r} in the table (its columns: {list(types)})")
+    if types[column] not in allowed:
+        raise ArgumentTypeError(
+            f"{where}: column {column!r} has type {types[column]}; {what} needs one of {', '.join(allowed)}"
+        )
+    return column
+
+
+def value_counts(
+    table: Any, column: str, where: str, *, max_values: int | None = None, min_count: int = 1,
+    exclude: Sequence[Any] = (),
+) -> tuple[list[Any], np.ndarray]:
+    """The distinct non-null values of ``column`` and their counts, by descending count then value.
+
+    Args:
+        table: an embedded or pydeephaven table.
+        column: a String or integer column (checked).
+        where: the caller's name, for messages.
+        max_values: at most this many values (the first ones), or all.
+        min_count: only values seen at least this often.
+        exclude: values left out before ``max_values`` is applied (Keras' mask and OOV tokens).
+
+    Returns:
+        ``(values, counts)``: a list of str or int, and an int64 array of the same length.
+
+    Raises:
+        ArgumentTypeError, ArgumentError: see :func:`check_column`; a bad table.
+        RemoteReadError: a remote server failed.
+    """
+    query = _Query(table, where)
+    check_column(query.types, column, VOCABULARY_TYPES, "a vocabulary", where)
+    count = "Count" if column != "Count" else "CountOf"
+    steps: list[Callable[[Any], Any]] = [
+        lambda t: t.where(f"!isNull({column})"),
+        lambda t: t.count_by(count, by=[column]),
+    ]
+    if min_count > 1:
+        steps.append(lambda t: t.where(f"{count} >= {int(min_count)}"))
+    steps.append(lambda t: query.sort_descending(t, [count, column]))
+    if max_values is not None:
+        steps.append(lambda t: t.head(int(max_values) + len(exclude)))
+    result = query.run(steps, f"counting the values of column {column!r}")
+    values = result.column(column).to_pylist()
+    counts = result.column(count).to_numpy().astype(np.int64)
+    excluded = set(exclude)
+    pairs = [(value, int(n)) for value, n in zip(values, counts) if value not in excluded]
+    if query.types[column] == STRING_TYPE:  # NOTE [ Engine statistics ]: Keras orders strings by UTF-8 bytes
+        pairs.sort(key=lambda pair: (pair[1], pair[0].encode("utf-8")), reverse=True)
+    if max_values is not None:
+        pairs = pairs[:max_values]
+    return [value for value, _ in pairs], np.array([n for _, n in pairs], dtype=np.int64)
+
+
+def moments(table: Any, columns: Sequence[str], where: str) -> Moments:
+    """Each numeric column's non-null count, mean and population variance, in one aggregation.
+
+    Raises:
+        ArgumentTypeError, ArgumentError: see :func:`check_column`; a bad table.
+        RemoteReadError: a remote server failed.
+    """
+    query = _Query(table, where)
+    for column in columns:
+        check_column(query.types, column, NUMERIC_TYPES, "a mean and variance", where)
+    agg = query.agg
+    outputs = range(len(columns))
+    aggregations = [
+        agg.avg([f"DhTfMean{i} = {c}" for i, c in zip(outputs, columns)]),
+        agg.var([f"DhTfVar{i} = {c}" for i, c in zip(outputs, columns)]),
+        *(agg.count_where(f"DhTfCount{i}", f"!isNull({c})") for i, c in zip(outputs, columns)),
+    ]
+    row = query.aggregate(aggregations, f"averaging columns {list(columns)}")
+    count = np.array([row[f"DhTfCount{i}"] or 0 for i in outputs], dtype=np.int64)
+    mean = np.array([np.nan if row[f"DhTfMean{i}"] is None else row[f"DhTfMean{i}"] for i in outputs], dtype=np.float64)
+    sample = np.array([np.nan if row[f"DhTfVar{i}"] is None else row[f"DhTfVar{i}"] for i in outputs], dtype=np.float64)
+    # NOTE [ Engine statistics ]: Deephaven's var is the sample variance; one value has variance 0.
+    variance = np.where(count > 1, sample * (count - 1) / np.maximum(count, 1), 0.0)
+    return Moments(count=count, mean=mean, variance=variance)
+
+
+def quantiles(table: Any, column: str, fractions: Sequence[float], where: str) -> tuple[np.ndarray, int]:
+    """The engine's exact ``pct`` of ``column`` at each fraction, and the column's non-null count.
+
+    Returns:
+        ``(values, count)``: float64 values (NaN when the column has no values), in ``fractions`` order.
+
+    Raises:
+        ArgumentTypeError, ArgumentError: see :func:`check_column`; a bad table.
+        RemoteReadError: a remote server failed.
+    """
+    query = _Query(table, where)
+    check_column(query.types, column, NUMERIC_TYPES, "quantiles", where)
+    agg = query.agg
+    aggregations = [agg.pct(float(p), [f"DhTfPct{i} = {column}"]) for i, p in enumerate(fractions)]
+    aggregations.append(agg.count_where("DhTfCount", f"!isNull({column})"))
+    row = query.aggregate(aggregations, f"quantiles of column {column!r}")
+    values = [row[f"DhTfPct{i}"] for i in range(len(fractions))]
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64), int(row["DhTfCount"] or 0)
+
+
+class _Query:
+    """One statistic's server-side query on an embedded or remote table (NOTE [ Engine statistics ])."""
+
+    def __init__(self, table: Any, where: str) -> None:
+        source = open_source(table, where)
+        if source is table:  # open_source passes a TableSource through: not a table
+            raise ArgumentTypeError(
+                f"{where}: table must be a deephaven.table.Table or pydeephaven.table.Table "
+                f"(got {type(table).__name__})"
+            )
+        self.table = table
+        self.types = dict(source.column_types)
+        self.remote = source if type(table).__module__.startswith("pydeephaven") else None
+        if self.remote is None:
+            from deephaven import agg
+        else:
+            from pydeephaven import agg
+        self.agg = agg
+
+    def sort_descending(self, table: Any, columns: list[str]) -> Any:
+        """``table`` sorted by ``columns``, each descending.
+
+        pydeephaven's own ``sort_descending`` makes only the first column descending (it pairs one
+        direction with the first name), so remote tables name a direction per column.
+        """
+        if self.remote is None:
+            return table.sort_descending(columns)
+        from pydeephaven import SortDirection
+
+        return table.sort(columns, [SortDirection.DESCENDING] * len(columns))
+
+    def aggregate(self, aggregations: list[Any], doing: str) -> dict[str, Any]:
+        """The one row of ``agg_by(aggregations)`` over the whole table, as a dict."""
+        result = self.run([lambda t: t.agg_by(aggregations, by=[])], doing)
+        return {name: values[0] if values else None for name, values in result.to_pydict().items()}
+
+    def run(self, steps: Sequence[Callable[[Any], Any]], doing: str) -> Any:
+        """Applies ``steps`` to the table server-side and returns the (small) result as a pyarrow Table."""
+        if self.remote is None:
+            from deephaven.arrow import to_arrow
+            from deephaven.liveness_scope import liveness_scope
+
+            with liveness_scope():
+                result = self.table
+                for step in steps:
+                    result = step(result)
+                return to_arrow(result.snapshot() if result.is_refreshing else result)
+        with self._released() as keep:
+            try:
+                result = self.table
+                for step in steps:
+                    result = keep(step(result))
+                if result.is_refreshing:
+                    result = keep(result.snapshot())
+                return result.to_arrow()
+            except Exception as error:
+                raise self.remote.read_error(doing, error) from error
+
+    @contextlib.contextmanager
+    def _released(self) -> Iterator[Callable[[Any], Any]]:
+        """Yields ``keep(export)``, which records a server-side export to release on exit."""
+        self.remote.check_open("reading statistics")
+        exports: list[Any] = []
+
+        def keep(exported: Any) -> Any:
+            exports.append(exported)
+            return exported
+
+        try:
+            yield keep
+        finally:
+            for exported in reversed(exports):
+                if not exported.is_closed:
+                    with contextlib.suppress(Exception):  # a dropped connection frees the session's exports
+                        exported.close()
