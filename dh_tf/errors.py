@@ -62,3 +62,11 @@ class RemoteReadError(Error, ConnectionError):
 
     The message names the server (``host:port``) and the rows being read; the cause is chained.
     """
+
+
+class RemoteWriteError(Error, ConnectionError):
+    """Writing results to the Deephaven server failed: connection dropped, session closed, server error.
+
+    The message names the server (``host:port``) and what was being written; the cause is chained.
+    Nothing half-written is left bound (NOTE [ Remote write-back ] in ``write/remote_sink.py``).
+    """

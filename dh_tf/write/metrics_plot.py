@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from dh_tf.errors import ArgumentError
+from dh_tf.errors import ArgumentError, UsageError
 from dh_tf.write.metrics_rows import FIXED_COLUMNS
 from dh_tf.write.metrics_table import MetricsTable
+from dh_tf.write.remote_sink import is_remote
 
 
 def plot_metrics(metrics: MetricsTable | Any) -> Any:
@@ -23,17 +24,25 @@ def plot_metrics(metrics: MetricsTable | Any) -> Any:
         a ``deephaven.plot.figure.Figure``.
 
     Raises:
-        RuntimeError: a MetricsTable whose table does not exist yet (see :attr:`MetricsTable.table`).
+        RuntimeError: a MetricsTable whose table does not exist yet (see :attr:`MetricsTable.table`);
+            a remote one (``session=``) or a pydeephaven table: a figure is made inside the server, so
+            call ``plot_metrics`` in the IDE on the bound table (README: "Metrics from a remote trainer").
         ValueError: the table has no ``Step`` column or no metric column (a double column other than
             the fixed ones).
 
     Example:
         >>> fig = plot_metrics(metrics)   # in the IDE console: the figure opens and ticks
     """
+    table = metrics.table if isinstance(metrics, MetricsTable) else metrics
+    if is_remote(table):
+        raise UsageError(
+            "plot_metrics: got a pydeephaven table; a Deephaven figure is made inside the server: bind the metrics "
+            "(MetricsTable(session=..., bind_as='train_metrics')) and call dh_tf.plot_metrics(train_metrics) in the "
+            "IDE, or plot it there with plain Deephaven plotting (README: 'Metrics from a remote trainer')"
+        )
     from deephaven import dtypes
     from deephaven.plot.figure import Figure
 
-    table = metrics.table if isinstance(metrics, MetricsTable) else metrics
     types = {column.name: column.data_type for column in table.columns}
     names = [name for name, dtype in types.items() if name not in FIXED_COLUMNS and dtype == dtypes.double]
     if "Step" not in types or not names:

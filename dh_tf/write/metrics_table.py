@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from dh_tf.errors import ArgumentError, MissingDependencyError, UsageError
+from dh_tf.errors import ArgumentError, ArgumentTypeError, MissingDependencyError, UsageError
 from dh_tf.tf.keras_callback import LazyKerasCallback
 from dh_tf.write.metrics_rows import (
     COLUMN_TYPES,
@@ -44,6 +44,8 @@ from dh_tf.write.metrics_rows import (
     values_of,
 )
 from dh_tf.write.publisher import RowPublisher
+from dh_tf.write.remote_publisher import RemoteRowPublisher
+from dh_tf.write.remote_sink import bind_as_arg, is_remote
 
 __all__ = ["FIXED_COLUMNS", "FLUSH_TIMEOUT_S", "PUBLISH_INTERVAL_S", "MetricsTable"]
 
@@ -64,7 +66,8 @@ class MetricsTable(LazyKerasCallback):
     so importing this module imports neither Keras nor Deephaven). Pass it in ``fit(callbacks=[...])``;
     Keras calls it on the thread running ``fit``. Reusing one MetricsTable for several ``fit``
     calls appends to the same table, ``Step`` and ``Rows`` continuing; ``Epoch`` is Keras's epoch
-    index. Needs a running Deephaven server (embedded or the one hosting the console).
+    index. Needs a running Deephaven server (embedded or the one hosting the console), or a
+    ``session`` to a remote one (NOTE [ Remote metrics ] in ``remote_publisher.py``).
 
     Args:
         every: ``"batch"`` (a row per step), ``"epoch"`` (a row per epoch end), or an int N (a row
@@ -72,13 +75,21 @@ class MetricsTable(LazyKerasCallback):
         metrics: the Keras log names to keep as columns (e.g. ``["loss", "accuracy", "val_loss",
             "val_accuracy"]``), creating the table now; None (default) takes them from the first log.
         name: the name of the publisher, shown in engine logs.
+        session: a ``pydeephaven.Session``: publish into an append-only input table on that server
+            instead (this process needs no JVM); :attr:`table` is then a pydeephaven table.
+        bind_as: with ``session``, the name the table is bound to in the server's scope (the IDE
+            shows it as it ticks), or None.
 
     Raises:
         ValueError: ``every`` is not ``"batch"``, ``"epoch"`` or an int >= 1 (bools are not ints);
             ``metrics`` repeats a name, or holds one that is not a valid Deephaven column name or is
             a fixed column.
-        TypeError: ``metrics`` is not None or a non-empty list of strings.
-        ImportError: Keras or Deephaven cannot be imported (Deephaven needs a running JVM).
+            ``bind_as`` without ``session``, or not an identifier.
+        TypeError: ``metrics`` is not None or a non-empty list of strings; ``session`` is not a
+            pydeephaven Session.
+        ImportError: Keras or Deephaven cannot be imported (Deephaven needs a running JVM; not with ``session``).
+        ConnectionError (RemoteWriteError): with ``session`` and ``metrics``, the server refused the table
+            or its binding.
 
     Example:
         >>> metrics = MetricsTable(every="epoch", metrics=["loss", "val_loss"])
@@ -88,15 +99,31 @@ class MetricsTable(LazyKerasCallback):
     """
 
     def __init__(self, every: str | int = "batch", *, metrics: Sequence[str] | None = None,
-                 name: str = "dh_tf.MetricsTable") -> None:
+                 name: str = "dh_tf.MetricsTable", session: Any = None, bind_as: str | None = None) -> None:
         self.every = every_arg(every)
         names = None if metrics is None else metrics_arg(metrics)
+        self._bind_as = bind_as_arg(bind_as, "MetricsTable")
+        if session is not None and not (is_remote(session) and hasattr(session, "input_table")):
+            raise ArgumentTypeError(
+                f"MetricsTable: session must be a pydeephaven.Session or None (got {type(session).__name__})"
+            )
+        if session is None and bind_as is not None:
+            raise ArgumentError(
+                f"MetricsTable: bind_as needs session= (got bind_as={bind_as!r} and no session); in the server, "
+                "assign metrics.table to a variable"
+            )
+        self._session = session
         super().__init__()  # keras.callbacks.Callback.__init__ (NOTE [ Lazy Keras callbacks ])
-        try:
-            from deephaven.execution_context import get_exec_ctx
-        except ImportError as e:
-            raise MissingDependencyError("MetricsTable needs a running Deephaven server (start one with dh_tf.server.start_server)"
-                              ) from e
+        self._exec_ctx = None
+        if session is None:
+            try:
+                from deephaven.execution_context import get_exec_ctx
+            except ImportError as e:
+                raise MissingDependencyError(
+                    "MetricsTable needs a running Deephaven server (start one with dh_tf.server.start_server) "
+                    "or session= (a pydeephaven Session to a remote one)"
+                ) from e
+            self._exec_ctx = get_exec_ctx()
         if names is not None:
             for column in names:
                 problem = value_column_problem(column)
@@ -104,9 +131,8 @@ class MetricsTable(LazyKerasCallback):
                     raise ArgumentError(f"MetricsTable: metrics name {column!r} cannot be a column: {problem}")
         self.name = name
         self.async_safe = self.every == "epoch"  # read by Keras: NOTE [ Publishing metrics ]
-        self._exec_ctx = get_exec_ctx()
         self._columns: list[str] | None = None
-        self._publisher: RowPublisher | None = None
+        self._publisher: RowPublisher | RemoteRowPublisher | None = None
         self._pending: MetricsRow | None = None  # the latest batch row: may become the epoch's row
         self._ignored: set[str] = set()
         self._steps_lock = threading.Lock()  # batch hooks may run on Keras's threads (async_safe)
@@ -122,7 +148,7 @@ class MetricsTable(LazyKerasCallback):
 
     @property
     def table(self) -> Any:
-        """The ticking, append-only ``deephaven.table.Table`` of metrics.
+        """The ticking, append-only ``deephaven.table.Table`` of metrics (with ``session``: a pydeephaven table).
 
         Raises:
             RuntimeError: ``metrics`` was None and nothing has been logged yet (NOTE [ Metrics table
@@ -213,17 +239,39 @@ class MetricsTable(LazyKerasCallback):
             return True
         return self._publisher.flush(timeout_s)  # under a console command's lock: False (NOTE [ Console lock ])
 
+    def close(self) -> None:
+        """Publishes what is left; with ``session``, releases this client's export of the table.
+
+        A table bound with ``bind_as`` stays on the server. Safe to call twice, from any thread.
+        """
+        if isinstance(self._publisher, RemoteRowPublisher):
+            self._publisher.close(FLUSH_TIMEOUT_S)
+        else:
+            self.flush()
+
     # Rows.
 
     def _rows_now(self) -> int | None:
         """Training rows seen so far (NOTE [ Metrics table rows ]), on the training thread."""
         tracker = getattr(self.model, "_loss_tracker", None)
         if tracker is None or self._rows_before is None:
-            return None
+            return self._tf_keras_rows_now()
         count = float(np.asarray(tracker.count))
         if count <= 0:  # a train_step that does not feed Keras's loss tracker
             return None
         return self._rows_before + int(round(count))
+
+    def _tf_keras_rows_now(self) -> int | None:
+        """:meth:`_rows_now` of a tf_keras model: its compiled loss's mean is weighted by each batch's rows.
+
+        Under a tf.distribute strategy the count is a variable summed over the replicas when read (a
+        collective op across workers: every worker must run this callback, as every worker runs ``fit``).
+        """
+        mean = getattr(getattr(self.model, "compiled_loss", None), "_total_loss_mean", None)
+        if mean is None or self._rows_before is None:
+            return None
+        count = float(np.asarray(mean.count.read_value()))
+        return None if count <= 0 else self._rows_before + int(round(count))
 
     def _new_row(self, logs: Mapping[str, Any], time_ns: int, rows: int | None, epoch_end: bool) -> MetricsRow:
         if self._columns is None:
@@ -249,8 +297,12 @@ class MetricsTable(LazyKerasCallback):
 
     def _create_table(self, columns: list[str]) -> None:
         definition = {**COLUMN_TYPES, **dict.fromkeys(columns, "double")}
-        self._publisher = RowPublisher(self.name, definition, self._exec_ctx,
-                                       interval_s=PUBLISH_INTERVAL_S, where="MetricsTable")
+        if self._session is not None:
+            self._publisher = RemoteRowPublisher(self._session, definition, bind_as=self._bind_as,
+                                                 interval_s=PUBLISH_INTERVAL_S, where="MetricsTable")
+        else:
+            self._publisher = RowPublisher(self.name, definition, self._exec_ctx,
+                                           interval_s=PUBLISH_INTERVAL_S, where="MetricsTable")
         self._columns = columns
 
     def _enqueue(self, row: MetricsRow) -> None:

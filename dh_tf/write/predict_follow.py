@@ -36,19 +36,23 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from dh_tf.checks import int_arg, seconds_arg
-from dh_tf.errors import ArgumentTypeError, UsageError
+from dh_tf.errors import ArgumentError, ArgumentTypeError, UsageError
 from dh_tf.live.follow import Follower, follow
 from dh_tf.reading.layout import ColumnSpec
 from dh_tf.sources.column_types import COLUMN_KINDS
 from dh_tf.sources.engine import check_table
+from dh_tf.sources.remote import RemoteSource
+from dh_tf.sources.remote_follow import DEFAULT_INTERVAL_S, RemoteFollowSource
 from dh_tf.write import engine_write
 from dh_tf.write.output_spec import Outputs, OutputSpec, parse_keep
+from dh_tf.write.remote_sink import RemoteLiveSink, bind_as_arg, call, is_remote, release
 from dh_tf.write.scoring import Scorer, cast_features, empty_features, feature_columns, make_predictor, num_rows
 from dh_tf.write.sinks import COLUMN_TYPE_OF_DTYPE, LiveSink
 
@@ -71,6 +75,7 @@ def predict_follow(
     batch_size: int = 256,
     max_wait: float | None = 0.5,
     dtype: Any = "float32",
+    bind_as: str | None = None,
     **follow_options: Any,
 ) -> LivePredictions:
     """Scores every new row of a live table with ``model``, into a ticking append-only table.
@@ -81,7 +86,10 @@ def predict_follow(
     Args:
         model: a Keras model (``predict_on_batch``) or any callable ``f(x)`` returning one array, a
             list/tuple or a dict of arrays, each ``[rows]`` or ``[rows, k]``.
-        table: a live append-only, add-only or blink table (see :func:`dh_tf.follow`).
+        table: a live append-only, add-only or blink table (see :func:`dh_tf.follow`), or a remote
+            append-only ``pydeephaven`` table (or a ``RemoteFollowSource`` of one, to choose its
+            ``interval_s``): the predictions then tick in an input table on that server (NOTE
+            [ Remote write-back ] in ``remote_sink.py``).
         features: the feature spec, as ``follow``.
         keep: input columns copied next to the predictions (ids, timestamps), with their types:
             numeric, Boolean or Instant (NOTE [ Live kept columns ]).
@@ -93,37 +101,53 @@ def predict_follow(
         max_wait: seconds a row waits for its batch to fill before a partial batch is scored; None:
             full batches only.
         dtype: the feature dtype handed to the model.
+        bind_as: remote tables only: also bind the result table under this name in the server's scope.
         follow_options: more ``follow`` options (``start``, ``prefetch``, ``nulls``, ...).
 
     Returns:
-        A :class:`LivePredictions`: ``.table`` ticks; call ``.stop()`` (or ``.close()``) when done.
+        A :class:`LivePredictions`: ``.table`` ticks (a ``pydeephaven`` input table for a remote
+        input); call ``.stop()`` (or ``.close()``) when done.
 
     Raises:
         ArgumentTypeError: as ``follow``; ``model`` is neither a Keras model nor callable; a keep
             column's type is not one of :data:`KEEP_TYPES`; a model output is not numeric.
         ArgumentError: as ``follow``; ``keep`` names a missing column or an output column;
             ``output`` repeats a name, is not a valid column name, or does not fit the model's
-            outputs (NOTE [ Live output schema ]).
+            outputs (NOTE [ Live output schema ]); ``bind_as`` for an embedded table.
+        RemoteWriteError: the server refused the result table or its binding.
 
     Example:
         >>> live = predict_follow(model, ticks, ["Price", "Size"], keep=["Id", "Timestamp"], max_wait=0.2)
         >>> scored = live.table  # Id, Timestamp, Prediction; grows as ticks grows
         >>> live.stop()
     """
-    check_table(table, _WHERE)
+    interval_s = table.interval_s if isinstance(table, RemoteFollowSource) else None
+    table = table.table if isinstance(table, RemoteFollowSource) else table
+    remote = is_remote(table)
+    if remote:
+        types = RemoteSource(table, _WHERE).column_types  # checks the table and its Session
+        interval_s = DEFAULT_INTERVAL_S if interval_s is None else interval_s
+    else:
+        check_table(table, _WHERE)
+        types = {column.name: column.data_type.j_name for column in table.columns}
+    bind_as = bind_as_arg(bind_as, _WHERE)
+    if bind_as is not None and not remote:
+        raise ArgumentError(
+            f"{_WHERE}: bind_as is for remote (pydeephaven) tables (got {bind_as!r} for an embedded table); "
+            "in the server, assign live.table to a variable"
+        )
     predictor = make_predictor(model, _WHERE)
     outputs = Outputs(output, _WHERE)
-    types = {column.name: column.data_type.j_name for column in table.columns}
     keep = parse_keep(keep, list(types), outputs.names, _WHERE)
     batch_size = int_arg(batch_size, "batch_size", _WHERE, minimum=1)
     model_dtype = _dtype_arg(dtype)
     for option in ("label", "sample_weight", "label_dtype"):
         if option in follow_options:
             raise ArgumentTypeError(f"{_WHERE}: got an unexpected option {option!r} (the kept columns are keep=)")
-    if not engine_write.available():
+    if not remote and not engine_write.available():
         raise UsageError(f"{_WHERE}: needs the engine write path (Arrow's MemoryUtil), which does not work here")
     predictor.check_static(outputs)
-    kept = _KeptColumns(table, features, keep, types)
+    kept = _KeptColumns(table, features, keep, types, interval_s)
     try:
         if kept.names:
             follow_options["nulls"] = kept.nulls(follow_options.get("nulls", "error"), feature_columns(features))
@@ -137,7 +161,15 @@ def predict_follow(
     try:
         scorer = Scorer(predictor, outputs, batch_size)
         scorer.fix_dtypes(scorer.probe(cast_features(empty_features(follower.layout), model_dtype)))
-        return LivePredictions(scorer, follower, kept, model_dtype)
+        assert scorer.dtypes is not None
+        result_types = {**kept.types, **{name: COLUMN_TYPE_OF_DTYPE[d.name] for name, d in scorer.dtypes.items()}}
+        if remote:
+            sink: Any = RemoteLiveSink(table.session, result_types, _WHERE, bind_as=bind_as)
+        else:
+            from deephaven.execution_context import get_exec_ctx
+
+            sink = LiveSink("dh_tf.write.predict_follow", result_types, get_exec_ctx())
+        return LivePredictions(scorer, follower, kept, model_dtype, sink)
     except BaseException:
         follower.stop()
         kept.release()
@@ -157,7 +189,9 @@ def _dtype_arg(dtype: Any) -> np.dtype:
 class _KeptColumns:
     """How the ``keep`` columns are read by the follower and written back (NOTE [ Live kept columns ])."""
 
-    def __init__(self, table: Any, features: ColumnSpec, keep: list[str], types: Mapping[str, str]) -> None:
+    def __init__(
+        self, table: Any, features: ColumnSpec, keep: list[str], types: Mapping[str, str], interval_s: float | None
+    ) -> None:
         for name in keep:
             if types[name] not in KEEP_TYPES:
                 raise ArgumentTypeError(
@@ -169,6 +203,7 @@ class _KeptColumns:
         self.table = table
         self._read_as = dict(zip(keep, keep))
         self._scope: Any = None
+        self._view: Any = None  # a remote view, released by release()
         self._lock = threading.Lock()
         in_features = set(feature_columns(features))
         formulas = []
@@ -179,12 +214,21 @@ class _KeptColumns:
                     alias += "_"
                 formulas.append(f"{alias} = epochNanos({name})" if types[name] == _INSTANT else f"{alias} = {name}")
                 self._read_as[name] = alias
-        if formulas:
+        if formulas and interval_s is not None:
+            self.table = self._view = call(_WHERE, table.session, "making the kept columns' view",
+                                           lambda: table.update_view(formulas))
+        elif formulas:
             from deephaven.liveness_scope import LivenessScope
 
             self._scope = LivenessScope()
             with self._scope.open():
                 self.table = table.update_view(formulas)
+        if interval_s is not None:  # a remote table, followed by polling (NOTE [ Remote follow ])
+            try:
+                self.table = RemoteFollowSource(self.table, _WHERE, interval_s=interval_s)
+            except BaseException:
+                self.release()
+                raise
 
     @property
     def label(self) -> dict[str, str] | None:
@@ -210,8 +254,10 @@ class _KeptColumns:
         """Releases the view on the input (its listener goes); safe to call twice, from any thread."""
         with self._lock:
             scope, self._scope = self._scope, None
+            view, self._view = self._view, None
         if scope is not None:
             scope.release()
+        release(view)
 
 
 class LivePredictions:
@@ -222,18 +268,14 @@ class LivePredictions:
     thread holds this object until it ends, so drop it only after ``stop()``.
     """
 
-    def __init__(self, scorer: Scorer, follower: Follower, kept: _KeptColumns, dtype: np.dtype) -> None:
-        from deephaven.execution_context import get_exec_ctx
-
-        assert scorer.dtypes is not None  # fixed by the probe
+    def __init__(self, scorer: Scorer, follower: Follower, kept: _KeptColumns, dtype: np.dtype, sink: Any) -> None:
         self.follower = follower
         self.scored_rows = 0
         self.error: BaseException | None = None
         self._scorer = scorer
         self._kept = kept
         self._dtype = dtype
-        types = {**kept.types, **{name: COLUMN_TYPE_OF_DTYPE[d.name] for name, d in scorer.dtypes.items()}}
-        self._sink = LiveSink("dh_tf.write.predict_follow", types, get_exec_ctx())
+        self._sink = sink
         self.table = self._sink.table
         self.blink = self._sink.blink
         self._halt = threading.Event()
@@ -246,9 +288,10 @@ class LivePredictions:
     def stop(self, timeout_s: float | None = STOP_TIMEOUT_S) -> bool:
         """Stops scoring: the follower's listener is removed and the scoring thread told to end.
 
-        Nothing is published after this returns. Waits at most ``timeout_s`` seconds (None: no
-        limit) for the scoring thread, which may be inside a model call; it is a daemon thread and
-        ends when that call returns.
+        Nothing is published after this returns (unless a remote add still in flight after
+        ``timeout_s`` lands: then it returns False). Waits at most ``timeout_s`` seconds (None: no
+        limit) for the scoring thread, which may be inside a model call or a remote add; it is a
+        daemon thread and ends when that call returns.
 
         Returns:
             True if the scoring thread has ended, False if it is still in a model call.
@@ -257,12 +300,15 @@ class LivePredictions:
             ArgumentError, ArgumentTypeError: ``timeout_s`` is not a number of seconds >= 0 or None.
         """
         timeout_s = seconds_arg(timeout_s, "timeout_s", "LivePredictions.stop")
-        with self._lock:
-            self._halt.set()
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        locked = self._lock.acquire(timeout=-1 if timeout_s is None else timeout_s)  # a batch being published
+        self._halt.set()
+        if locked:
+            self._lock.release()
         self.follower.stop()
         self._kept.release()
         if self._thread is not threading.current_thread():
-            self._thread.join(timeout_s)
+            self._thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         return not self._thread.is_alive()
 
     close = stop

@@ -32,6 +32,7 @@ from dh_tf.reading.loader import TableLoader
 from dh_tf.sources.engine import check_table
 from dh_tf.write import engine_write
 from dh_tf.write.output_spec import Outputs, OutputSpec, column_dtype, parse_keep
+from dh_tf.write.remote_sink import RemoteTableSink, bind_as_arg, is_remote, remote_static
 from dh_tf.write.scoring import Scorer, feature_columns, make_predictor, scored_groups
 from dh_tf.write.sinks import PAGE_FILE, HeapSink, ParquetSink, write_all
 
@@ -55,6 +56,7 @@ def predict_table(
     overwrite: bool = False,
     write_path: str = "auto",
     path: str | os.PathLike[str] | None = UNSET,
+    bind_as: str | None = None,
     **reading_options: Any,
 ) -> Any:
     """Scores every row of ``table`` with ``model`` and returns the predictions as a Deephaven table.
@@ -72,7 +74,9 @@ def predict_table(
             predict_on_batch ] in ``scoring.py``)
             or any callable ``f(x)`` returning one array, a list/tuple or a dict of arrays, each of
             shape ``[n]`` or ``[n, k]``.
-        table: a ``deephaven.table.Table``, static or refreshing.
+        table: a ``deephaven.table.Table``, static or refreshing, or a ``pydeephaven`` table on a
+            remote server (NOTE [ Remote write-back ] in ``remote_sink.py``: the result is then a
+            pydeephaven table of the same Session, built on the server page by page).
         features: the model input, as in :class:`~dh_tf.loader.TableLoader` (a name, a list, or a
             dict of name -> names for multi-input models).
         keep: input column(s) to carry into the result (keys, timestamps), or None.
@@ -91,11 +95,14 @@ def predict_table(
         write_path: ``"auto"`` (engine internals when they work here), ``"engine"`` or ``"public"``
             (``deephaven.new_table`` paired by position with a join; slower). See NOTE [ Engine
             internals for writing ] in ``engine_write.py`` and NOTE [ Sinks ] in ``sinks.py``.
+        bind_as: remote tables only: also bind the result under this name in the server's scope
+            (the IDE shows it), as the last step, so an error leaves nothing bound.
         **reading_options: more :class:`~dh_tf.loader.TableLoader` options (``nulls``, ``dtype``,
             ``page_rows``, ``prefetch``, ``read_path``, ...), passed through.
 
     Returns:
-        A ``deephaven.table.Table``: static, in the heap (``directory=None``) or Parquet-backed.
+        A ``deephaven.table.Table``: static, in the heap (``directory=None``) or Parquet-backed; for a
+        pydeephaven input, a static ``pydeephaven.table.Table`` (released when closed or collected).
 
     Raises:
         TypeError (ArgumentTypeError): ``table`` is not a Deephaven table, ``model`` is neither a
@@ -107,15 +114,22 @@ def predict_table(
             take, or a TableLoader check fails. For a callable, at the first group, before
             anything is written: ``output`` does not match what it returned. While scoring: a
             model output has the wrong number of rows. On any error nothing is left at ``directory``.
+            Remote tables: ``directory`` or ``write_path`` given, ``bind_as`` not a valid name;
+            ``bind_as`` given for an embedded table.
+        ConnectionError (RemoteWriteError): the upload or the server-side work failed; every
+            temporary server-side table is released and nothing is bound.
 
     Example:
         >>> scores = predict_table(model, t.where("Split = `test`"), ["A", "B"], keep=["Id", "Ts"])
         >>> multi = predict_table(model, t, ["A", "B"], output={"class": ["P0", "P1"], "value": "V"})
     """
-    check_table(table, _WHERE)
+    remote = is_remote(table)
+    if not remote:
+        check_table(table, _WHERE)
     predictor = make_predictor(model, _WHERE)
     outputs = Outputs(output, _WHERE)
-    keep_columns = parse_keep(keep, [c.name for c in table.columns], outputs.names, _WHERE)
+    columns = [f.name for f in table.schema] if remote and table.schema is not None else []
+    keep_columns = parse_keep(keep, columns if remote else [c.name for c in table.columns], outputs.names, _WHERE)
     batch_size = int_arg(batch_size, "batch_size", _WHERE, minimum=1)
     overwrite = bool_arg(overwrite, "overwrite", _WHERE)
     write_path = choice_arg(write_path, "write_path", _WHERE, WRITE_PATHS)
@@ -126,12 +140,16 @@ def predict_table(
             "every row is scored once, in table order"
         )
     directory = renamed_arg(directory, path, "directory", "path", _WHERE, None)
+    bind_as = _check_bind_as(bind_as, remote, directory, write_path)
     out_path = None if directory is None else _check_path(directory, overwrite)
     predictor.check_static(outputs)
     # Validates features and reading options before any data moves (a snapshot included).
     TableLoader(table, features, batch_size=batch_size, shuffle=False, **reading_options).close()
     engine = write_path == "engine" or (write_path == "auto" and engine_write.available())
     needed = list(dict.fromkeys([*feature_columns(features), *keep_columns]))
+    if remote:
+        return _predict_remote(Scorer(predictor, outputs, batch_size), table, features, keep_columns, needed,
+                               bind_as, reading_options)
 
     with _static_table(table, needed) as (static, refreshing):
         loader = TableLoader(static, features, batch_size=batch_size, shuffle=False, **reading_options)
@@ -145,6 +163,37 @@ def predict_table(
                 return write_all(groups, sink)
         finally:
             loader.close()
+
+
+def _predict_remote(scorer: Scorer, table: Any, features: ColumnSpec, keep: list[str], needed: list[str],
+                    bind_as: str | None, reading_options: dict[str, Any]) -> Any:
+    """Scores a pydeephaven table into a server-side table (NOTE [ Remote write-back ] in ``remote_sink.py``)."""
+    with remote_static(table, needed, _WHERE) as static:
+        loader = TableLoader(static, features, batch_size=scorer.batch_size, shuffle=False, **reading_options)
+        try:
+            with contextlib.closing(scored_groups(loader, scorer)) as groups:
+                return write_all(groups, RemoteTableSink(static, keep, _WHERE, bind_as=bind_as))
+        finally:
+            loader.close()
+
+
+def _check_bind_as(bind_as: Any, remote: bool, directory: Any, write_path: str) -> str | None:
+    """``bind_as`` checked, and the options a remote table cannot take refused."""
+    if remote and directory is not None:
+        raise ArgumentError(
+            f"{_WHERE}: directory must be None for a remote (pydeephaven) table (got {str(directory)!r}); the "
+            "result is built on the server (write it to Parquet there if needed)"
+        )
+    if remote and write_path != "auto":
+        raise ArgumentError(f"{_WHERE}: write_path must be 'auto' for a remote (pydeephaven) table (got {write_path!r})")
+    if bind_as is None:
+        return None
+    if not remote:
+        raise ArgumentError(
+            f"{_WHERE}: bind_as is for remote (pydeephaven) tables (got {bind_as!r} for an embedded table); "
+            "in the server, assign the result to a variable"
+        )
+    return bind_as_arg(bind_as, _WHERE)
 
 
 def _check_path(path: Any, overwrite: bool) -> Path:

@@ -30,10 +30,35 @@ ROW_TYPES = ("Instant", "int", "long", "double", "Boolean")
 """Column types a :class:`RowPublisher` builds from Python values (Instant: int nanoseconds)."""
 
 
-def column_name_error(name: str) -> str | None:
-    """The engine's reason why ``name`` cannot be a column name (the first line of it), or None (needs the JVM)."""
-    import jpy
+_RESERVED_NAMES = frozenset(
+    "abstract assert boolean break byte case catch char class const continue default do double else enum extends "
+    "final finally float for goto if implements import instanceof int interface long native new package private "
+    "protected public return short static strictfp super switch synchronized this throw throws transient try void "
+    "volatile while _ true false null in not i ii k".split()
+)
+"""Names the engine's ``NameValidator`` refuses as columns: Java keywords and literals, DQL's own names."""
 
+
+def column_name_error(name: str) -> str | None:
+    """The engine's reason why ``name`` cannot be a column name (the first line of it), or None.
+
+    In a process without a running JVM (a remote trainer) the engine's rules are applied in Python,
+    with the engine's messages: a Java identifier (``$`` allowed) that is not a keyword or reserved.
+    """
+    try:
+        import jpy
+
+        has_jvm = jpy.has_jvm()
+    except Exception:  # jpy missing, or its import fails without a JVM library
+        has_jvm = False
+    if not has_jvm:
+        if not name:
+            return "Invalid column name: name can not be null or empty"
+        if not name.replace("$", "_").isidentifier():
+            return f'Invalid column name "{name}"'
+        if name in _RESERVED_NAMES:
+            return f'Invalid column name "{name}": "{name}" is a reserved keyword'
+        return None
     try:
         jpy.get_type("io.deephaven.api.util.NameValidator").validateColumnName(name)
     except Exception as e:  # jpy raises a RuntimeError carrying the Java exception's message

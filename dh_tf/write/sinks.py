@@ -11,13 +11,10 @@ result table and ``abort()`` leaves nothing behind; :func:`write_all` drives the
 (:class:`LiveSink`) publishes each group at once; its kept columns come in ``columns`` (read with
 the features, NOTE [ Live kept columns ] in ``predict_follow.py``) and ``fail(error)`` fails its table.
 
-A remote-server sink plugs in here, with the same ``write`` / ``finish`` / ``abort``, for inputs that
-are ``pydeephaven`` tables (``sources/remote.py``): each group's columns go up as one Arrow table
-(``session.import_table``), the kept columns are joined server side by position (as
-:func:`public_table` does, ``ii`` on both sides, from ``table.slice(offset, offset + rows)``) and
-``finish`` merges the pieces (``session.merge_tables``) or writes them server side as Parquet; a live
-remote sink adds each group to a blink input table. The writers only choose the sink from where the
-input table lives; the output spec and the scoring loop do not change.
+The remote-server sinks (``remote_sink.py``, NOTE [ Remote write-back ]) have the same ``write`` /
+``finish`` / ``abort`` (and ``write`` / ``fail`` live), for inputs that are ``pydeephaven`` tables.
+The writers only choose the sink from where the input table lives; the output spec and the scoring
+loop do not change.
 """
 
 from __future__ import annotations
