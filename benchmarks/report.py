@@ -46,7 +46,11 @@ def machine_info() -> dict[str, Any]:
         reader_threads: int | None = default_reader_threads()
     except ImportError:  # the report is also written where dh_tf is not installed
         reader_threads = None
+    with open("/proc/loadavg") as f:
+        load = [float(v) for v in f.read().split()[:3]]
     return {
+        **git_state(),
+        "load_avg_before": load,
         "cpu": models[0] if models else cpu,
         "cores": os.cpu_count(),
         "default_reader_threads": reader_threads,
@@ -56,6 +60,21 @@ def machine_info() -> dict[str, Any]:
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "versions": versions,
     }
+
+
+def git_state() -> dict[str, Any]:
+    """The commit measured (``git rev-parse HEAD``) and whether the work tree differs from it (read-only git)."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "--no-optional-locks", *args], cwd=Path(__file__).resolve().parents[1],
+                              capture_output=True, text=True)
+        return done.stdout.rstrip("\n") if done.returncode == 0 else ""  # porcelain lines start with a space
+
+    commit = git("rev-parse", "HEAD").strip()
+    changed = git("status", "--porcelain", "--untracked-files=no").splitlines() if commit else []
+    return {"git_commit": commit or "unknown (not a git checkout)", "git_dirty": bool(changed),
+            "git_changed_files": [line[3:] for line in changed][:50]}
 
 
 def rate(value: float | None) -> str:
@@ -92,7 +111,11 @@ def _mib(result: dict[str, Any], key: str) -> str:
 
 def _machine_section(payload: dict[str, Any]) -> str:
     m = payload["machine"]
+    dirty = m.get("git_dirty")
     rows = [
+        ("commit", f"`{m.get('git_commit', 'not recorded')}`"
+         + (f" **plus uncommitted changes** to {', '.join(m.get('git_changed_files', []))}" if dirty else "")),
+        ("load average before the run", " / ".join(map(str, m.get("load_avg_before", []))) or "not recorded"),
         ("CPU", f"{m['cpu']}, {m['cores']} cores"),
         ("RAM", f"{m['ram_gib']} GiB"),
         ("OS / Python", f"{m['os']} / Python {m['python']}"),
@@ -101,6 +124,10 @@ def _machine_section(payload: dict[str, Any]) -> str:
     ]
     petastorm = [
         r["versions"] for r in payload.get("results", []) if r.get("loader") == "petastorm" and "versions" in r
+    ]
+    petastorm += [
+        a["versions"] for g in payload.get("interleaved") or [] for a in g["arms"].values()
+        if a.get("process") == "petastorm" and a.get("versions")
     ]
     if petastorm:
         rows.append(("versions (petastorm venv)", ", ".join(f"{k} {v}" for k, v in petastorm[0].items())))
@@ -336,12 +363,21 @@ NOTES = """## How to read this
 """
 
 
+def _interleaved_section(payload: dict[str, Any]) -> str:
+    if not payload.get("interleaved"):
+        return ""
+    from benchmarks import interleaved_report
+
+    return interleaved_report.groups_section(payload)
+
+
 def results_markdown(payload: dict[str, Any]) -> str:
     """The whole results.md."""
     parts = [
         "# dh_tf benchmarks\n",
         _machine_section(payload),
         _targets_section(payload),
+        _interleaved_section(payload),
         _reduce_section(payload),
         _fit_section(payload),
         _epochs_section(payload),
@@ -704,6 +740,10 @@ def targets(payload: dict[str, Any]) -> list[list[str]]:
 
 
 def _targets_section(payload: dict[str, Any]) -> str:
+    if payload.get("interleaved"):  # issue 14: the targets come from the interleaved groups
+        from benchmarks import interleaved_report
+
+        return interleaved_report.targets_section(payload)
     rows = targets(payload)
     measured = [row for row in rows if row[-1] != "not measured"]
     if not measured:

@@ -13,6 +13,10 @@ numpy baselines at large batch sizes (small ones too with ``--fit-small``); the 
 read the ``--small-rows`` file instead, for every loader (the same rows for all). Loaders with
 ``file="deephaven"`` read a copy of the data written by ``deephaven.parquet.write`` (cached next to it).
 
+Then, unless ``--groups none``, the interleaved groups of :mod:`benchmarks.interleaved` (the pairs the
+issue-14 targets compare, run A B A B ... in persistent processes; the targets table uses them), and,
+unless ``--no-memory``, :mod:`benchmarks.memory`. With ``--only`` both are off unless asked for.
+
 ``--only`` takes loader names, globs, and ``@tag`` groups (``@epochs``, ``@threads``, ``@shuffle``,
 ``@jvm``, ``@filter``, ``@targets``: every case the report's target ratios need); ``--list`` shows the plan.
 """
@@ -27,7 +31,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks import memory, report
+from benchmarks import interleaved, memory, report
 from benchmarks.data import deephaven_parquet_path, ensure_deephaven_parquet, ensure_parquet, parquet_path
 from benchmarks.loaders import LOADERS, MULTI_EPOCH_CONSUMERS, Case, Loader, Outcome, run_case
 
@@ -52,14 +56,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--epochs", type=int, default=5, help="epochs per pass of the multi-epoch cases (default 5)")
     p.add_argument("--fit-small", action="store_true", help="also run Keras fit at batch sizes < 1024 (slow)")
-    p.add_argument("--memory", action="store_true", help="also run benchmarks.memory (dh_tf memory vs table size)")
+    p.add_argument(
+        "--memory",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run benchmarks.memory (dh_tf memory vs table size); default: on unless --only is given",
+    )
     p.add_argument("--memory-rows", type=_int_list, default=None, help="table sizes for --memory (default 2M,--rows)")
     p.add_argument("--data-dir", type=Path, default=Path("~/.cache/dh_tf_bench").expanduser())
     p.add_argument("--out", type=Path, default=HERE / "results", help="report folder (default benchmarks/results)")
     p.add_argument("--timeout", type=float, default=3600, help="seconds per case before it is killed")
     p.add_argument("--no-install", action="store_true", help="install nothing; peers that are missing are skipped")
     p.add_argument("--list", action="store_true", help="print the planned cases and exit")
+    interleaved.add_arguments(p, standalone=False)
     args = p.parse_args(argv)
+    if args.groups is None:  # the full run runs every interleaved group; a subset (--only) none unless asked
+        args.groups = [] if args.only else list(interleaved.GROUPS)
+    if args.memory is None:
+        args.memory = not args.only
     if args.rows < 1 or args.small_rows < 1 or args.repeats < 1 or args.epochs < 1 or min(args.batch_sizes) < 1:
         p.error("--rows, --small-rows, --repeats, --epochs and --batch-sizes must be positive")
     if args.only:
@@ -185,6 +199,17 @@ def _importable(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+def interpreters_for(venvs: set[str], no_install: bool) -> dict[str, str]:
+    """venv name -> python for ``main`` and the wanted ``venvs``; ``{venv}_error`` says why one is missing."""
+    pythons = {"main": sys.executable}
+    if "petastorm" in venvs:
+        try:
+            pythons["petastorm"] = petastorm_python(no_install)
+        except RuntimeError as e:
+            pythons["petastorm_error"] = str(e)
+    return pythons
+
+
 def interpreters(cases: list[Case], no_install: bool) -> tuple[dict[str, str], dict[str, str]]:
     """(venv name -> python, loader name -> why it cannot run) for the planned cases."""
     names = {case.loader for case in cases}
@@ -207,8 +232,11 @@ def main(argv: list[str] | None = None) -> None:
     """Runs the planned cases and writes the report; see the module docstring."""
     args = parse_args(argv)
     cases = plan(args)
-    if args.list or not cases:
+    if args.list or not (cases or args.groups):
         print("\n".join(describe(case) for case in cases) or "no case selected")
+        for group in interleaved.plan_groups(args):
+            arms = [f"{a['name']} ({p['key']})" for p in group["processes"] for a in p["arms"]]
+            print(f"interleaved {group['name']}: {group['rows']:,} rows, batch {group['batch_size']}: {', '.join(arms)}")
         return
     for rows in sorted({case.num_rows for case in cases}):
         ensure_parquet(args.data_dir, rows)
@@ -234,6 +262,10 @@ def main(argv: list[str] | None = None) -> None:
             outcome = run_case(case, python, args.out / "logs" / f"{describe(case)}.log", args.timeout)
         print(report.summary(outcome.result), flush=True)
         payload["results"].append(outcome.as_dict())
+        report.write_results(args.out, payload)
+    if args.groups:
+        venvs = {p["venv"] for g in interleaved.plan_groups(args) for p in g["processes"]}
+        payload["interleaved"] = interleaved.run_groups(args, interpreters_for(venvs, args.no_install), args.out)
         report.write_results(args.out, payload)
     if args.memory:
         sizes = args.memory_rows or sorted({min(2_000_000, args.rows), args.rows})
