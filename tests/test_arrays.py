@@ -114,8 +114,8 @@ def test_group_by_vectors_and_parquet_arrays_read_in_place(server, tmp_path):
 def test_ragged_row_is_an_error_naming_column_position_and_lengths(table, windows, read_path):
     with pytest.raises(ArrayLengthError, match=re.escape(
             "column 'R' (double[]) holds an array of length 1 at row position 37, but its arrays have length 2 (read "
-            "from its first row when the loader was built); rows of another length are never padded: keep rows of "
-            "one length with DQL, e.g. table.where('len(R) == 2')")):
+            "from its first row when the loader was built); pass pad_to=N to pad or cut every row to N as "
+            "keras.utils.pad_sequences does, or keep rows of one length with DQL, e.g. table.where('len(R) == 2')")):
         read(table, "R", read_path=read_path, nulls="nan")  # whatever the null policy
     with pytest.raises(ArrayLengthError, match=re.escape("column 'Z' (double[]) holds an array of length 0 at row "
                                                          "position 137, but its arrays have length 2")):
@@ -172,13 +172,16 @@ def test_array_length_comes_from_the_first_non_null_row(server):
 
 def test_unsupported_element_types_are_rejected_listing_the_supported_ones(table, server):
     supported = "supported types: byte, short, int, long, float, double, java.lang.Boolean; arrays: byte[], short[], "
-    with pytest.raises(TypeError, match=re.escape("column(s) 'Str' (java.lang.String[]) must be numeric or boolean; "
+    with pytest.raises(TypeError, match=re.escape("column(s) 'Str' (java.lang.String[]) must be numeric, boolean, String "
+                                                  "or a timestamp; "
                                                   + supported)):
         dh_tf.TableLoader(table, "Str")
-    with pytest.raises(TypeError, match=re.escape("column(s) 'Bools' (boolean[]) must be numeric or boolean; ")):
+    with pytest.raises(TypeError, match=re.escape("column(s) 'Bools' (boolean[]) must be numeric, boolean, "
+                                                  "String or a timestamp; ")):
         dh_tf.TableLoader(table, ["Bools"])
     strings = table.view(["S = `s` + i", "G = i % 2"]).group_by("G")
-    with pytest.raises(TypeError, match=re.escape("column(s) 'S' (io.deephaven.vector.ObjectVector) must be numeric")):
+    with pytest.raises(TypeError, match=re.escape("column(s) 'S' (io.deephaven.vector.ObjectVector) must be "
+                                                  "numeric, boolean, String")):
         dh_tf.TableLoader(strings, "S")
 
 

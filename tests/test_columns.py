@@ -87,7 +87,8 @@ def test_a_source_that_cannot_tell_lengths_cannot_feed_arrays():
 
 
 def test_unsupported_array_element_type_lists_the_supported_types():
-    with pytest.raises(TypeError, match=re.escape("column(s) 'S' (java.lang.String[]) must be numeric or boolean; "
+    with pytest.raises(TypeError, match=re.escape("column(s) 'S' (java.lang.String[]) must be numeric, boolean, String "
+                                                  "or a timestamp; "
                                                   "supported types: byte, short, int, long, float, "
                                                   "double, java.lang.Boolean; arrays: byte[], short[], int[], long[], "
                                                   "float[], double[]; vectors: io.deephaven.vector.ByteVector")):

@@ -37,10 +37,12 @@ from dh_tf.errors import ArgumentError, ArgumentTypeError, UsageError
 from dh_tf.live.page_queue import ON_OVERFLOW, PageQueue
 from dh_tf.live.stream import BatchCutter, FollowStream, PageConverter
 from dh_tf.reading.layout import ColumnSpec, Layout, NullPolicy, build_layout
+from dh_tf.reading.padding import PadTo, pad_options
 from dh_tf.reading.page_size import default_page_rows, row_bytes
 from dh_tf.sources import engine_read
 from dh_tf.sources.engine_follow import THREAD_NAME, EngineFollowSource
 from dh_tf.sources.protocol import FollowableSource
+from dh_tf.sources.remote_follow import RemoteFollowSource
 
 __all__ = ["THREAD_NAME", "Follower", "follow", "follow_source"]
 
@@ -69,6 +71,10 @@ def follow(
     dtype: Any = "float32",
     label_dtype: Any = None,
     queue_pages: int | None = None,
+    pad_to: PadTo | None = None,
+    padding: str = "pre",
+    truncating: str = "pre",
+    pad_value: float = 0.0,
 ) -> Follower:
     """Follows a live append-only, add-only or blink table: batches of its new rows as they arrive.
 
@@ -96,13 +102,15 @@ def follow(
         on_overflow: blink tables, when the queue is full: ``"drop"`` the rows that do not fit
             (counted in ``dropped_rows``) or ``"error"`` (fail with :class:`FollowError`).
         queue_pages: the deprecated name of ``prefetch`` (a ``DeprecationWarning``).
+        pad_to, padding, truncating, pad_value: as ``TableLoader``; array columns are followed only
+            padded (NOTE [ Ragged arrays ] in ``sources/ragged.py``; embedded tables).
 
     Returns:
         A single-pass iterable of batches, with ``stop()`` and counters.
 
     Raises:
         TypeError: ``table`` is not a Deephaven table, an argument has the wrong type, or a column
-            is not a numeric or boolean scalar.
+            has a type ``TableLoader`` refuses (strings and timestamps are followed as it reads them).
         ValueError: the table is static (use ``to_dataset``), may modify / remove / shift rows, or an
             argument is out of range (``start``, ``max_wait`` ...), or a column is unknown, or both
             ``prefetch`` and ``queue_pages`` are given.
@@ -125,6 +133,7 @@ def follow(
     options = dict(batch_size=batch_size, start=start, max_wait=max_wait, max_rows=max_rows, max_batches=max_batches)
     options.update(prefetch=DEFAULT_PREFETCH if prefetch is None else prefetch, page_rows=page_rows)
     options.update(on_overflow=on_overflow, sample_weight=sample_weight, nulls=nulls, dtype=dtype)
+    options.update(pad_to=pad_to, padding=padding, truncating=truncating, pad_value=pad_value)
     return Follower(table, features, label, label_dtype=label_dtype, **options)
 
 
@@ -143,7 +152,8 @@ class Follower:
         self, table: Any, features: ColumnSpec, label: ColumnSpec | None, *, batch_size: int, start: str,
         max_wait: float | None, max_rows: int | None, max_batches: int | None, prefetch: int, page_rows: int | None,
         on_overflow: str, sample_weight: str | None, nulls: NullPolicy | Mapping[str, NullPolicy], dtype: Any,
-        label_dtype: Any,
+        label_dtype: Any, pad_to: PadTo | None = None, padding: str = "pre", truncating: str = "pre",
+        pad_value: float = 0.0,
     ) -> None:
         self.batch_size = int_arg(batch_size, "batch_size", _WHERE, minimum=1)
         self.max_wait = seconds_arg(max_wait, "max_wait", _WHERE)
@@ -154,6 +164,7 @@ class Follower:
             page_rows = int_arg(page_rows, "page_rows", _WHERE, minimum=1, maximum=MAX_PAGE_ROWS)
         start = choice_arg(start, "start", _WHERE, STARTS)
         self.on_overflow = choice_arg(on_overflow, "on_overflow", _WHERE, ON_OVERFLOW)
+        pad = pad_options(pad_to, padding, truncating, pad_value, _WHERE)
         self.source = follow_source(table, _WHERE)
         self.kind: str = self.source.kind
         self.table = getattr(self.source, "table", table)
@@ -164,10 +175,10 @@ class Follower:
                 "deephaven.stream.blink_to_append_only(table)"
             )
         column_types = dict(self.source.column_types)
-        # Array columns are refused by their type, before anything reads an array length.
+        # Array columns not padded are refused by their type, before anything reads an array length.
         self.layout: Layout = build_layout(
             column_types, features, label, sample_weight, dtype=dtype, label_dtype=label_dtype, nulls=nulls,
-            where=_WHERE, array_length=lambda column: _refuse_array(column, column_types[column]),
+            where=_WHERE, array_length=lambda column: _refuse_array(column, column_types[column]), pad=pad,
         )
         if page_rows is None:
             page_rows = default_page_rows(row_bytes(self.layout.fields), 1, max_rows=MAX_PAGE_ROWS)
@@ -180,8 +191,11 @@ class Follower:
         self._stopped = threading.Event()
         self._started = False
         # start="now" counts from here (the feed marks the rows already there); delivery starts at iter().
+        # Only sources that follow array columns take padding= (NOTE [ Following a source ]).
+        padded = {"padding": self.layout.padding} if self.layout.padding else {}
         self._feed = self.source.open_follow(
-            self.layout.columns, start=start, page_rows=self.page_rows, max_rows=self.max_rows, sink=self._queue
+            self.layout.columns, start=start, page_rows=self.page_rows, max_rows=self.max_rows, sink=self._queue,
+            **padded,
         )
 
     @property
@@ -276,25 +290,27 @@ class Follower:
 
 
 def follow_source(table: Any, where: str) -> FollowableSource:
-    """The followable source of ``table``: an embedded engine table, or a followable source as it is.
+    """The followable source of ``table``: an embedded engine table, a remote append-only (polled) or
+    blink (Barrage) pydeephaven table (NOTE [ Remote follow ] in ``sources/remote_follow.py``), or a
+    followable source as it is.
 
     Raises:
-        ArgumentTypeError: not a table that can be followed (a remote pydeephaven table cannot yet).
-        ArgumentError: the table is static, or neither append-only, add-only nor blink.
+        ArgumentTypeError: not a table that can be followed.
+        ArgumentError: the table is static, or neither append-only, add-only nor blink (a remote
+            table: neither append-only nor blink), or its pydeephaven Session is closed.
+        MissingDependencyError: a remote blink table without pydeephaven-ticking installed.
     """
     if hasattr(table, "open_follow") and hasattr(table, "column_types") and hasattr(table, "kind"):
         return table
-    if type(table).__module__.startswith("pydeephaven"):
-        raise ArgumentTypeError(
-            f"{where}: a pydeephaven (remote) table cannot be followed yet; follow the table inside the server "
-            "(an IDE console or application script), or read snapshots with dh_tf.to_dataset"
-        )
+    if type(table).__module__.startswith("pydeephaven"):  # decided without importing pydeephaven
+        return RemoteFollowSource(table, where)
     return EngineFollowSource(table, where)
 
 
 def _refuse_array(column: str, type_name: str) -> int:
-    """The array-length look-up of follow mode: raises ArgumentTypeError (follow reads scalar columns only)."""
+    """The array-length look-up of follow mode: raises ArgumentTypeError (arrays are followed padded only)."""
     raise ArgumentTypeError(
-        f"{_WHERE}: follow mode reads scalar columns only; array column(s) {column!r} ({type_name}) are read by "
-        "TableLoader / to_dataset (snapshot per epoch)"
+        f"{_WHERE}: follow mode reads scalar columns only; array column(s) {column!r} ({type_name}) only padded "
+        f"to a length given ahead (a live table's rows are not there yet to tell it): pass pad_to=N (or "
+        f"pad_to={{{column!r}: N}}), or read them with TableLoader / to_dataset (snapshot per epoch)"
     )

@@ -19,6 +19,7 @@ from dh_tf.live.page_queue import PageQueue
 from dh_tf.reading.layout import Layout
 from dh_tf.reading.pages import PageReader
 from dh_tf.sources.protocol import RowPage, Span
+from dh_tf.sources.ragged import PaddedColumn
 
 POLL_S = 0.05
 """How long the consumer waits for a page before looking at its stop flag and ``max_wait`` again."""
@@ -51,11 +52,15 @@ class _DeliveredPage:
 
     page: RowPage | None = None
 
-    def read(self, spans: Sequence[Span], out: Mapping[str, np.ndarray]) -> dict[str, np.ndarray | None]:
+    def read(
+        self, spans: Sequence[Span], out: Mapping[str, np.ndarray], padded: Mapping[str, PaddedColumn] | None = None
+    ) -> dict[str, np.ndarray | None]:
         page = self.page
         assert page is not None
         for name, values in page.arrays.items():
             out[name][...] = values
+        for name, column in (padded or {}).items():  # the feed read them padded (NOTE [ Ragged arrays ])
+            column.lengths[...] = page.lengths[name]
         return dict(page.masks)
 
     def close(self) -> None:

@@ -71,9 +71,17 @@ class EpochCache:
         CacheSpaceError: the file system of ``parent`` cannot hold the cache, or has no room for its
             directory (the message names the directory and the bytes needed); nothing is left behind.
         ArgumentError: the directory cannot be created in ``parent`` for another reason.
+        ArgumentTypeError: the layout reads String columns (checked first, nothing is created).
     """
 
     def __init__(self, parent: str, layout: Layout, num_rows: int, where: str, *, first_row: int = 0) -> None:
+        strings = [c for field in layout.fields if field.dtype.kind == "O" for c in field.columns]
+        if strings:  # Python objects have no fixed-size bytes to cache (NOTE [ Strings and timestamps ])
+            raise ArgumentTypeError(
+                f"{where}: cache= cannot hold String column(s) {strings}: they are read as Python str objects, "
+                "which have no fixed size on disk; pass cache=False, or read integer codes instead (e.g. the "
+                "column's rank in dh_tf.vocabulary(table, column), joined in DQL)"
+            )
         self._row_bytes = [field.dtype.itemsize * int(np.prod(field.shape)) for field in layout.fields]
         self._fields = layout.fields
         self._columns = layout.columns

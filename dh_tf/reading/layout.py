@@ -17,14 +17,13 @@ The length ``n`` is taken when the loader is built, from the first row that is n
 (among the first :data:`ARRAY_LENGTH_PROBE_ROWS` rows); a table with no rows there is an error,
 because the output shape would be unknown. Every page checks every row again: a row of another
 length is an :class:`ArrayLengthError` naming the column, the row position and both lengths,
-whatever the null policy (ragged rows are never padded: drop or cut them with DQL, e.g.
-``where("len(W) == 32")`` after a rolling window, whose first rows are shorter).
+whatever the null policy, unless the column is padded: ``pad_to=n`` fits rows of any length to n
+(opt-in, NOTE [ Ragged arrays ] in ``sources/ragged.py``). Or keep rows of one length with DQL, e.g.
+``where("len(W) == 32")`` after a rolling window, whose first rows are shorter.
 
 Nulls: a null array counts as n null elements, and a null element (e.g. ``NULL_DOUBLE`` inside the
 window) as a null; both follow the column's null policy: ``"error"`` raises naming the row,
-``"nan"`` / a number fills those elements (a whole null row gets filled). There is no ``pad=``
-option: with DQL a user already chooses exactly which rows to keep, and a silent pad would hide
-windows that are shorter than they look.
+``"nan"`` / a number fills those elements (a whole null row gets filled; padded: all ``pad_value``).
 """
 
 from __future__ import annotations
@@ -36,7 +35,10 @@ from typing import Any
 import numpy as np
 
 from dh_tf.errors import ArgumentError, ArgumentTypeError
+from dh_tf.reading.padding import PadOptions, field_padding, padded_columns
+from dh_tf.sources import column_types as types
 from dh_tf.sources.column_types import ARRAY_KINDS, COLUMN_KINDS, SUPPORTED_TYPES, ColumnKind, column_kind
+from dh_tf.sources.ragged import Padding
 
 #: A column spec: one name (an array of shape ``[batch]``), a list of names (``[batch, n]``), or a
 #: dict of name -> one of those (a dict of arrays, for multi-input / multi-output Keras models).
@@ -54,7 +56,8 @@ class Field:
 
     ``role`` is ``"x"``, ``"y"`` or ``"w"``; ``key`` is the dict key when the spec was a dict.
     A field built from a single name (``squeeze``) has shape ``[rows]``, otherwise ``[rows, k]``;
-    with array columns of length ``array_length`` = n: ``[rows, n]`` and ``[rows, n, k]``.
+    with array columns of length ``array_length`` = n: ``[rows, n]`` and ``[rows, n, k]`` (``padding``:
+    rows of any length fit to n, ``pad_value`` in the pad positions, NOTE [ Ragged arrays ]).
     """
 
     role: str
@@ -64,6 +67,8 @@ class Field:
     dtype: np.dtype
     nulls: tuple[NullPolicy, ...]
     array_length: int | None = None
+    padding: Padding | None = None
+    pad_value: float = 0.0
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -89,6 +94,11 @@ class Layout:
     def array_lengths(self) -> dict[str, int]:
         """Array column -> its length, for the array columns read."""
         return {c: f.array_length for f in self.fields if f.array_length is not None for c in f.columns}
+
+    @property
+    def padding(self) -> dict[str, Padding]:
+        """Padded array column -> its padding (NOTE [ Ragged arrays ]), for the columns read."""
+        return {c: f.padding for f in self.fields if f.padding is not None for c in f.columns}
 
     def assemble(self, arrays: Sequence[Any]) -> Any:
         """Nests one array per field (in field order) into ``x``, ``(x, y)`` or ``(x, y, w)``."""
@@ -116,6 +126,7 @@ def build_layout(
     nulls: NullPolicy | Mapping[str, NullPolicy],
     where: str = "TableLoader",
     array_length: Callable[[str], int | None] | None = None,
+    pad: PadOptions | None = None,
 ) -> Layout:
     """Checks the column specs against the table and returns the output layout.
 
@@ -130,10 +141,12 @@ def build_layout(
         nulls: a null policy for every column, or a dict column -> policy (others: ``"error"``).
             A global ``"nan"`` applies to floating outputs; integer outputs keep ``"error"`` under it
             (they raise only if a null appears). A per-column ``"nan"`` on an integer output is an error.
+            String outputs take ``"error"`` or a per-column fill string (a global policy leaves them at ``"error"``).
         where: the caller's name, for error messages.
         array_length: column name -> length of its arrays (None: the table has no rows), for array
             columns (NOTE [ Array columns ]); default: ``table_types.array_length`` when
             ``table_types`` is a :class:`ColumnTypes`.
+        pad: the checked padding options (``padding.pad_options``), or None: array lengths are fixed.
 
     Returns:
         The layout: the fields in order x, y, w.
@@ -141,9 +154,10 @@ def build_layout(
     Raises:
         ValueError: a spec is empty, names an unknown column, mixes scalar and array columns in one
             list, holds arrays of different lengths, or of unknown length (no rows); or a null
-            policy is not allowed or does not fit a column.
+            policy is not allowed or does not fit a column; or ``pad`` does not fit (``reading/padding.py``).
         TypeError: a spec has the wrong type (nested dicts included), ``dtype`` / ``label_dtype`` is
-            not a numeric numpy dtype, or a column's type is not supported.
+            not a numeric numpy dtype, a column's type is not supported, a list mixes String and other
+            columns, or a timestamp goes to an output other than int64 (NOTE [ Strings and timestamps ]).
     """
     float_dtype = _numeric_dtype(dtype, "dtype", where)
     fixed_label_dtype = None if label_dtype is None else _numeric_dtype(label_dtype, "label_dtype", where)
@@ -169,26 +183,34 @@ def build_layout(
     policies, global_policy = _null_policies(nulls, table_types, where)
     if array_length is None:
         array_length = getattr(table_types, "array_length", None)
-    lengths = _array_lengths(table_types, [c for *_, cols, _ in raw for c in cols], array_length, where)
+    padded = padded_columns(pad, table_types, [c for *_, cols, _ in raw for c in cols], where)
+    lengths = _array_lengths(table_types, [c for *_, cs, _ in raw for c in cs if c not in padded], array_length, where)
+    lengths.update({c: p.length for c, p in padded.items()})  # padded: n is pad_to, not read from the table
 
     fields = []
     for role, arg, key, columns, squeeze in raw:
         kinds = [column_kind(table_types[c]) for c in columns]
         field_length = _field_array_length(arg, columns, kinds, lengths, where)
-        if role == "y" and fixed_label_dtype is not None:
+        if types.is_string_field(arg, columns, kinds, where):  # NOTE [ Strings and timestamps ] in column_types.py
+            if role == "y" and fixed_label_dtype is not None:
+                raise ArgumentTypeError(f"{where}: label {list(columns)} is String; label_dtype must be None for it")
+            out_dtype = np.dtype(object)
+        elif role == "y" and fixed_label_dtype is not None:
             out_dtype = fixed_label_dtype
         elif role == "y" and all(k.dtype.kind == "i" and k.deephaven_type != "java.lang.Boolean" for k in kinds):
             out_dtype = np.result_type(*[k.dtype for k in kinds])
         else:
             out_dtype = float_dtype
         column_nulls = []
-        for column in columns:
+        for column, kind in zip(columns, kinds):
+            types.check_output_dtype(column, kind, out_dtype, "label_dtype" if role == "y" else "dtype", where)
             policy = policies.get(column, "error")
-            if global_policy and policy == "nan" and out_dtype.kind != "f":
-                policy = "error"  # a global "nan" means: NaN where it fits (a float output)
+            if global_policy and (out_dtype.kind == "O" or policy == "nan" and out_dtype.kind != "f"):
+                policy = "error"  # a global "nan" / number means: where it fits (float / numeric outputs)
             _check_policy_fits(policy, column, out_dtype, where)
             column_nulls.append(policy)
-        fields.append(Field(role, key, columns, squeeze, out_dtype, tuple(column_nulls), field_length))
+        field_pad, pad_value = field_padding(arg, columns, padded, pad, out_dtype, where)
+        fields.append(Field(role, key, columns, squeeze, out_dtype, tuple(column_nulls), field_length, field_pad, pad_value))
     return Layout(
         fields=tuple(fields),
         has_label=label is not None,
@@ -314,7 +336,7 @@ def _check_columns(table_types: Mapping[str, str], columns: list[str], where: st
     if bad:
         listed = ", ".join(f"{c!r} ({t})" for c, t in bad.items())
         raise ArgumentTypeError(
-            f"{where}: column(s) {listed} must be numeric or boolean; supported types: "
+            f"{where}: column(s) {listed} must be numeric, boolean, String or a timestamp; supported types: "
             f"{SUPPORTED_TYPES}"
         )
 
@@ -329,13 +351,13 @@ def _null_policies(
             raise ArgumentError(
                 f"{where}: nulls names unknown column(s) {unknown}; the table has columns {list(table_types)}"
             )
-        return {c: _check_policy(p, f"nulls[{c!r}]", where) for c, p in nulls.items()}, False
+        return {c: _check_policy(p, f"nulls[{c!r}]", where, text=True) for c, p in nulls.items()}, False
     policy = _check_policy(nulls, "nulls", where)
     return dict.fromkeys(table_types, policy), True
 
 
-def _check_policy(policy: Any, arg: str, where: str) -> NullPolicy:
-    if isinstance(policy, str) and policy in NULL_POLICIES:
+def _check_policy(policy: Any, arg: str, where: str, text: bool = False) -> NullPolicy:
+    if isinstance(policy, str) and (policy in NULL_POLICIES or text):  # text: a fill string (String columns)
         return policy
     if isinstance(policy, (int, float, np.integer, np.floating)) and not isinstance(policy, bool):
         return policy
@@ -346,6 +368,16 @@ def _check_policy(policy: Any, arg: str, where: str) -> NullPolicy:
 
 
 def _check_policy_fits(policy: NullPolicy, column: str, out_dtype: np.dtype, where: str) -> None:
+    if out_dtype.kind == "O" and (policy == "nan" or not isinstance(policy, str)):
+        raise ArgumentError(
+            f"{where}: nulls={{{column!r}: {policy!r}}} does not fit String column {column!r}; its nulls can be "
+            f"'error' or a fill string, e.g. nulls={{{column!r}: '[UNK]'}}"
+        )
+    if out_dtype.kind != "O" and isinstance(policy, str) and policy not in NULL_POLICIES:
+        raise ArgumentError(
+            f"{where}: nulls={{{column!r}: {policy!r}}}: a fill string fits String columns only, and column "
+            f"{column!r} goes to a {out_dtype} array; use 'error', 'nan' or a number"
+        )
     if policy == "nan" and out_dtype.kind != "f":
         raise ArgumentError(
             f"{where}: nulls={{{column!r}: 'nan'}} needs a floating output, but column {column!r} goes to a "

@@ -61,7 +61,9 @@ class TableLoader:
     Args:
         table: a ``deephaven.table.Table``, typically filtered / derived with DQL.
         features: a column name (an array ``[batch]``), a list of names (``[batch, k]``), or a dict
-            of name -> name or list (a dict of arrays, for multi-input models). A column of
+            of name -> name or list (a dict of arrays, for multi-input models). String columns give
+            object arrays of ``str``; ``Instant`` / ``ZonedDateTime`` int64 nanoseconds, ``LocalDate``
+            int32 days (NOTE [ Strings and timestamps ] in sources/column_types.py). A column of
             fixed-length arrays (``double[]``, ``DoubleVector``, ...) adds a dimension: ``[batch, n]``,
             a list of them ``[batch, n, k]`` (NOTE [ Array columns ] in reading/layout.py).
         label: like ``features``, or None to yield ``x`` alone.
@@ -72,7 +74,8 @@ class TableLoader:
         seed: the shuffle seed; None draws one (see ``loader.seed``).
         drop_remainder: drop the last batch of an epoch when it is partial.
         nulls: ``"error"`` (raise, naming column and row), ``"nan"`` (floating outputs only), a
-            number to fill with, or a dict column -> one of those (other columns: ``"error"``).
+            number to fill with, or a dict column -> one of those (other columns: ``"error"``); a
+            String column takes ``"error"`` or a fill string, per column (``nulls={"Sym": "[UNK]"}``).
         sample_weight: a column of per-row weights; batches become ``(x, y, w)``.
         dtype: the dtype of features, weights and non-integer labels.
         label_dtype: the dtype of labels; None keeps integer labels integer.
@@ -97,7 +100,8 @@ class TableLoader:
 
     Raises:
         TypeError: ``table`` is not a Deephaven table, an argument has the wrong type (bools are not
-            ints), or a column is not numeric or boolean.
+            ints), a column's type is not supported, a list mixes String and other columns, a
+            timestamp goes to a non-int64 output, or ``cache`` is asked for String columns.
         ValueError: an unknown column (the message lists the table's columns), an empty spec, a
             size out of range, a null policy that does not fit a column, ``cache`` on a
             refreshing table or in a directory that is not writable, or padding options that do

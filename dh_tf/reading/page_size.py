@@ -21,9 +21,16 @@ MAX_PAGE_ROWS = 4 * 2**20
 """The most rows of a default page, however narrow the row."""
 
 
+STRING_BYTES = 64
+"""Bytes counted per string value: its 8-byte pointer and a short Python ``str`` (49 bytes + its length)."""
+
+
 def row_bytes(fields: tuple) -> int:
-    """Bytes of one output row of ``fields`` (each with ``dtype`` and ``shape``)."""
-    return sum(field.dtype.itemsize * int(np.prod(field.shape)) for field in fields)
+    """Bytes of one output row of ``fields`` (each with ``dtype`` and ``shape``; strings: :data:`STRING_BYTES`)."""
+    return sum(
+        (STRING_BYTES if field.dtype.kind == "O" else field.dtype.itemsize) * int(np.prod(field.shape))
+        for field in fields
+    )
 
 
 def default_page_rows(

@@ -7,7 +7,7 @@ sources looks them up here. Array columns: NOTE [ Array columns ] in ``reading/l
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,11 +34,35 @@ class ColumnKind:
         """True for a column of arrays or vectors."""
         return self.element_type is not None
 
+    @property
+    def is_string(self) -> bool:
+        """True for a ``java.lang.String`` column (read as Python ``str``, None for null)."""
+        return self.deephaven_type == STRING_TYPE
+
+    @property
+    def is_timestamp(self) -> bool:
+        """True for ``Instant`` / ``ZonedDateTime`` columns: int64 nanoseconds, exact only in int64 outputs."""
+        return self.deephaven_type in TIMESTAMP_TYPES
+
 
 def _kind(deephaven_type: str, dtype: str, null_value: Any) -> ColumnKind:
     return ColumnKind(deephaven_type, np.dtype(dtype), np.array(null_value, dtype=dtype)[()])
 
 
+STRING_TYPE = "java.lang.String"
+TIMESTAMP_TYPES = ("java.time.Instant", "java.time.ZonedDateTime")
+"""Read as int64 nanoseconds since the epoch (UTC), NULL_LONG for null (NOTE [ Strings and timestamps ])."""
+LOCAL_DATE_TYPE = "java.time.LocalDate"
+
+# NOTE [ Strings and timestamps ]
+# A String column is read as a numpy object array of Python ``str`` (None for null; ``to_dataset``
+# makes ``tf.string`` of it); no fixed-size sentinel exists, so it never goes into the epoch cache.
+# ``Instant`` and ``ZonedDateTime`` are read as int64 nanoseconds since 1970-01-01T00:00Z (the zone
+# is dropped: the same instant gives the same number), ``LocalDate`` as int32 days since
+# 1970-01-01; their nulls are Deephaven's NULL_LONG / NULL_INT, so null policies work as for
+# integers. Nanoseconds of today need 61 bits: a float64 keeps 53, so a timestamp goes only into an
+# int64 output (``build_layout`` refuses the others); days fit any float exactly.
+#
 # Deephaven's null sentinels (io.deephaven.util.QueryConstants). Boolean columns are read as bytes
 # (io.deephaven.util.BooleanUtils: true 1, false 0, null -128).
 COLUMN_KINDS: dict[str, ColumnKind] = {
@@ -51,6 +75,10 @@ COLUMN_KINDS: dict[str, ColumnKind] = {
         _kind("float", "float32", -np.finfo(np.float32).max),
         _kind("double", "float64", -np.finfo(np.float64).max),
         _kind("java.lang.Boolean", "int8", -128),
+        _kind("java.time.Instant", "int64", -(2**63)),
+        _kind("java.time.ZonedDateTime", "int64", -(2**63)),
+        _kind(LOCAL_DATE_TYPE, "int32", -(2**31)),
+        ColumnKind(STRING_TYPE, np.dtype(object), None),
     )
 }
 _ARRAY_ELEMENTS = {"byte": "Byte", "short": "Short", "int": "Int", "long": "Long", "float": "Float", "double": "Double"}
@@ -65,6 +93,7 @@ SUPPORTED_TYPES = (
     + ", ".join(f"{e}[]" for e in _ARRAY_ELEMENTS)
     + "; vectors: "
     + ", ".join(f"io.deephaven.vector.{b}Vector" for b in _ARRAY_ELEMENTS.values())
+    + f"; strings: {STRING_TYPE}; times: {', '.join(TIMESTAMP_TYPES)} (int64 ns), {LOCAL_DATE_TYPE} (int32 days)"
 )
 ARRAY_LENGTH_PROBE_ROWS = 1000
 """Rows looked at for the first non-null array when a loader is built (NOTE [ Array columns ])."""
@@ -83,6 +112,39 @@ def column_kind(deephaven_type: str) -> ColumnKind:
     return kind
 
 
+def is_string_field(arg: str, columns: Sequence[str], kinds: Sequence[ColumnKind], where: str) -> bool:
+    """True when the columns of one output are all String columns (a ``[batch]`` / ``[batch, k]`` of str).
+
+    Raises:
+        ArgumentTypeError: the list mixes String and other columns.
+    """
+    strings = [c for c, k in zip(columns, kinds) if k.is_string]
+    if not strings or len(strings) == len(columns):
+        return bool(strings)
+    others = [c for c in columns if c not in strings]
+    raise ArgumentTypeError(
+        f"{where}: {arg} mixes String column(s) {strings} and non-String column(s) {others} in one list (one "
+        f"array holds one dtype); put them under separate keys of a dict spec, e.g. "
+        f"{{'text': {strings!r}, 'numbers': {others!r}}}"
+    )
+
+
+def check_output_dtype(column: str, kind: ColumnKind, out_dtype: np.dtype, dtype_arg: str, where: str) -> None:
+    """Checks that a column's values fit its output dtype exactly (timestamps: only int64).
+
+    Raises:
+        ArgumentTypeError: a timestamp column goes to an output other than int64 (a float would round
+            its nanoseconds); the message suggests ``dtype_arg="int64"`` or a DQL conversion.
+    """
+    if kind.is_timestamp and out_dtype != np.int64:
+        raise ArgumentTypeError(
+            f"{where}: column {column!r} ({kind.deephaven_type}) is read as int64 nanoseconds since the epoch, "
+            f"which a {out_dtype} output cannot hold exactly (a float64 keeps 15-16 digits, today's nanoseconds "
+            f"have 19); pass {dtype_arg}='int64' (exact), or convert it in DQL first, e.g. "
+            f"table.update_view('{column}Seconds = epochNanos({column}) / 1e9')"
+        )
+
+
 class ColumnTypes(dict):  # type: ignore[type-arg]
     """Column name -> Deephaven type name, as a source reports them, plus array lengths if it can tell.
 
@@ -99,9 +161,10 @@ def array_length_error(column: str, kind: ColumnKind, position: int, length: int
     """The error for a row of array column ``column`` whose length is not the column's."""
     return ArrayLengthError(
         f"column {column!r} ({kind.deephaven_type}) holds an array of length {length} at row position {position}, "
-        f"but its arrays have length {expected} (read from its first row when the loader was built); rows of "
-        f"another length are never padded: keep rows of one length with DQL, e.g. table.where('len({column}) == "
-        f"{max(length, expected)}') (a rolling window's first rows are shorter than the window)"
+        f"but its arrays have length {expected} (read from its first row when the loader was built); pass pad_to=N "
+        f"to pad or cut every row to N as keras.utils.pad_sequences does, or keep rows of one length with DQL, e.g. "
+        f"table.where('len({column}) == {max(length, expected)}') (a rolling window's first rows are shorter than "
+        f"the window)"
     )
 
 

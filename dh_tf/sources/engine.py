@@ -24,6 +24,7 @@ from dh_tf.sources.column_types import (
     note_read_error,
 )
 from dh_tf.sources.protocol import Span
+from dh_tf.sources.ragged import PaddedColumn, Padding, place
 
 PAGE_MIB = 32
 """MiB of output arrays per page when the caller gives no ``page_rows`` (NOTE [ Page size ] in
@@ -139,10 +140,12 @@ class EngineSpanReader:
                 engine_read.EngineColumnReader(table.j_table, self._kinds) if fast else PublicColumnReader(table, kinds)
             )
 
-    def read(self, spans: Sequence[Span], out: Mapping[str, np.ndarray]) -> dict[str, np.ndarray | None]:
+    def read(
+        self, spans: Sequence[Span], out: Mapping[str, np.ndarray], padded: Mapping[str, PaddedColumn] | None = None
+    ) -> dict[str, np.ndarray | None]:
         # The context is thread-local and opened per read, never across a yield (docs/design.md section 2).
         with self._exec_ctx:
-            self._columns.read(spans, out)
+            self._columns.read(spans, out, padded)
         masks: dict[str, np.ndarray | None] = {}
         for name, kind in self._kinds.items():
             nulls = out[name] == kind.null_value  # [rows, n] for arrays: a null array reads as n nulls
@@ -158,19 +161,27 @@ class PublicColumnReader:
 
     Slower than the engine path (it exports Java arrays while holding the GIL), but public API.
     Boolean columns are read through a DQL view that maps true/false/null to 1/0/-128, because
-    ``to_numpy`` turns a null boolean into True.
+    ``to_numpy`` turns a null boolean into True; timestamps and dates through views to epoch
+    nanoseconds / days (NOTE [ Strings and timestamps ] in sources/column_types.py).
     """
 
     def __init__(self, table: Any, kinds: Mapping[str, ColumnKind]) -> None:
         self._table = table
         self._kinds = dict(kinds)
 
-    def read(self, spans: Sequence[Span], out: Mapping[str, np.ndarray]) -> None:
+    def read(
+        self, spans: Sequence[Span], out: Mapping[str, np.ndarray], padded: Mapping[str, PaddedColumn] | None = None
+    ) -> None:
         """Fills ``out[name][:n]`` with each column's values at the rows of ``spans``, in order.
 
+        The array columns in ``padded`` are fit to ``out[name].shape[1]`` (NOTE [ Ragged arrays ] in
+        ``sources/ragged.py``).
+
         Raises:
-            ArrayLengthError: a row of an array column has another length than ``out[name].shape[1]``.
+            ArrayLengthError: a row of an array column not in ``padded`` has another length than
+                ``out[name].shape[1]``.
         """
+        padded = padded or {}
         from deephaven.numpy import to_numpy
 
         offset = 0
@@ -178,14 +189,21 @@ class PublicColumnReader:
             piece = self._table.slice(start, stop)
             for name, kind in self._kinds.items():
                 if kind.is_array:
-                    _read_public_arrays(piece, name, kind, start, out[name][offset : offset + stop - start])
+                    rows = slice(offset, offset + stop - start)
+                    pad = padded.get(name)
+                    if pad is None:
+                        _read_public_arrays(piece, name, kind, start, out[name][rows])
+                    else:
+                        _read_public_padded(piece, name, kind, start, out[name][rows], pad.lengths[rows], pad.padding)
                     continue
                 try:
-                    if kind.deephaven_type == "java.lang.Boolean":
-                        view = piece.view([f"{name} = isNull({name}) ? (byte)-128 : ({name} ? (byte)1 : (byte)0)"])
-                    else:
-                        view = piece
+                    formula = _PUBLIC_VIEWS.get(kind.deephaven_type)
+                    view = piece if formula is None else piece.view([formula.format(c=name)])
                     values = to_numpy(view, [name])
+                    if kind.is_string:  # to_numpy makes a numpy str array, with 'None' for null
+                        nulls = to_numpy(piece.view([f"{name} = isNull({name})"]), [name]).reshape(-1)
+                        values = np.array([engine_read.fix_surrogates(v) for v in values.reshape(-1).tolist()], object)
+                        values[nulls] = None
                 except Exception as error:
                     note_read_error(error, name, start, stop)
                     raise
@@ -194,6 +212,15 @@ class PublicColumnReader:
 
     def close(self) -> None:
         """Nothing to release; present for symmetry with the engine reader."""
+
+
+_PUBLIC_VIEWS = {
+    "java.lang.Boolean": "{c} = isNull({c}) ? (byte)-128 : ({c} ? (byte)1 : (byte)0)",
+    "java.time.Instant": "{c} = epochNanos({c})",
+    "java.time.ZonedDateTime": "{c} = epochNanos({c})",
+    "java.time.LocalDate": "{c} = isNull({c}) ? NULL_INT : (int){c}.toEpochDay()",
+}
+"""DQL views by which the public path reads a type as the engine path does (int64 ns, int32 days, bytes)."""
 
 
 def _read_public_arrays(piece: Any, name: str, kind: ColumnKind, start: int, out: np.ndarray) -> None:
@@ -213,6 +240,24 @@ def _read_public_arrays(piece: Any, name: str, kind: ColumnKind, start: int, out
             raise array_length_error(name, kind, start + index, len(row), out.shape[1])
         else:
             out[index] = row
+
+
+def _read_public_padded(
+    piece: Any, name: str, kind: ColumnKind, start: int, out: np.ndarray, lengths: np.ndarray, padding: Padding
+) -> None:
+    """Fills ``out`` ([rows, N]) with the arrays of ``name`` fit to N, ``lengths`` with the kept lengths (public API)."""
+    from deephaven.numpy import to_numpy
+
+    try:
+        values = to_numpy(piece, [name])
+    except Exception as error:
+        note_read_error(error, name, start, start + len(out))
+        raise
+    rows = [_public_row(values[index, 0], kind.dtype) for index in range(len(out))]
+    offsets = np.cumsum([0] + [0 if row is None else len(row) for row in rows])
+    flat = np.concatenate([row for row in rows if row is not None] or [np.empty(0, dtype=kind.dtype)])
+    place(flat, offsets, out, lengths, padding)
+    lengths[np.array([row is None for row in rows], dtype=bool)] = -1
 
 
 def _public_row(value: Any, dtype: np.dtype) -> np.ndarray | None:

@@ -35,9 +35,10 @@ import numpy as np
 
 from dh_tf.errors import ArgumentError, ArgumentTypeError, FollowError, TableChangeError, UsageError
 from dh_tf.sources import engine_read
-from dh_tf.sources.column_types import COLUMN_KINDS, ColumnKind
+from dh_tf.sources.column_types import COLUMN_KINDS, ColumnKind, column_kind
 from dh_tf.sources.engine import EngineSource
 from dh_tf.sources.protocol import PageSink, RowPage, Span
+from dh_tf.sources.ragged import PaddedColumn, Padding
 
 THREAD_NAME = "dh_tf-follow"
 """The name of every follow reader thread."""
@@ -75,18 +76,27 @@ class EngineFollowSource:
         """The caller's ExecutionContext, opened around the engine work of every feed."""
 
     def open_follow(
-        self, columns: Sequence[str], *, start: str, page_rows: int, max_rows: int | None, sink: PageSink
+        self, columns: Sequence[str], *, start: str, page_rows: int, max_rows: int | None, sink: PageSink,
+        padding: Mapping[str, Padding] | None = None,
     ) -> EngineRowFeed:
-        """A feed of the rows added to ``columns`` (see ``FollowableSource.open_follow``), not started yet."""
-        arrays = [name for name in columns if self.column_types[name] not in COLUMN_KINDS]
+        """A feed of the rows added to ``columns`` (see ``FollowableSource.open_follow``), not started yet.
+
+        Array columns must be in ``padding`` (NOTE [ Ragged arrays ] in ``ragged.py``).
+        """
+        padding = dict(padding or {})
+        arrays = [name for name in columns if self.column_types[name] not in COLUMN_KINDS and name not in padding]
         if arrays:
             listed = ", ".join(f"{name!r} ({self.column_types[name]})" for name in arrays)
-            raise ArgumentTypeError(f"{self._where}: follow mode reads scalar columns only; array column(s) {listed}")
+            raise ArgumentTypeError(
+                f"{self._where}: follow mode reads scalar columns only; array column(s) {listed} only padded (pad_to=N)"
+            )
         if start == "beginning" and self.kind == "blink":
             raise ArgumentError(f"{self._where}: start='beginning' needs an append-only or add-only table")
-        kinds = {name: COLUMN_KINDS[self.column_types[name]] for name in columns}
+        kinds = {name: column_kind(self.column_types[name]) for name in columns}
         with self.exec_ctx:
-            return EngineRowFeed(self, kinds, start=start, page_rows=page_rows, max_rows=max_rows, sink=sink)
+            return EngineRowFeed(
+                self, kinds, start=start, page_rows=page_rows, max_rows=max_rows, sink=sink, padding=padding
+            )
 
 
 class EngineRowFeed:
@@ -94,11 +104,12 @@ class EngineRowFeed:
 
     def __init__(
         self, source: EngineFollowSource, kinds: Mapping[str, ColumnKind], *, start: str, page_rows: int,
-        max_rows: int | None, sink: PageSink,
+        max_rows: int | None, sink: PageSink, padding: Mapping[str, Padding] | None = None,
     ) -> None:
         import jpy
 
         self._table, self._kind, self._kinds, self._exec_ctx = source.table, source.kind, dict(kinds), source.exec_ctx
+        self._padding = dict(padding or {})
         self._page_rows, self._limit, self._sink = page_rows, max_rows, sink
         self._lock = self._table.update_graph.j_update_graph.sharedLock()
         self._millis = jpy.get_type("java.util.concurrent.TimeUnit").MILLISECONDS
@@ -175,7 +186,7 @@ class EngineRowFeed:
         limit = np.inf if self._limit is None else self._limit
         try:
             with self._exec_ctx:
-                reader = RowsReader(self._table.j_table, self._kinds)
+                reader = RowsReader(self._table.j_table, self._kinds, self._padding)
                 while not self._halted() and read < limit:
                     if not self._sink.wait_for_space(POLL_S):
                         continue
@@ -255,7 +266,7 @@ class EngineRowFeed:
         with self._blink_lock:
             if self._blink_reader is None and not self._stopped.is_set():
                 with self._exec_ctx:
-                    self._blink_reader = RowsReader(self._table.j_table, self._kinds)
+                    self._blink_reader = RowsReader(self._table.j_table, self._kinds, self._padding)
             while offset < total and not self._halted() and self._sink.free() > 0:
                 stop = min(total, offset + self._page_rows)
                 keys = added.subSetByPositionRange(offset, stop)
@@ -291,12 +302,14 @@ class RowsReader:
     """Reads chosen rows of a live table (positions, or row keys it holds) into new native arrays.
 
     The engine read path over the table itself; call it under the shared lock or inside the update
-    cycle, one reader per thread. ``close()`` frees the fill contexts and chunks; safe twice.
+    cycle, one reader per thread. ``close()`` frees the fill contexts and chunks; safe twice. Array
+    columns are read padded by ``padding`` (NOTE [ Ragged arrays ]).
     """
 
-    def __init__(self, j_table: Any, kinds: Mapping[str, ColumnKind]) -> None:
+    def __init__(self, j_table: Any, kinds: Mapping[str, ColumnKind], padding: Mapping[str, Padding] | None = None) -> None:
         self._j_table = j_table
         self._kinds = dict(kinds)
+        self._padding = dict(padding or {})
         self._columns = engine_read.EngineColumnReader(j_table, self._kinds)
 
     def read_positions(self, start: int, stop: int) -> RowPage:
@@ -313,13 +326,17 @@ class RowsReader:
         return self._read(spans, int(keys.size()))
 
     def _read(self, spans: Sequence[Span], rows: int, first_position: int | None = None) -> RowPage:
-        arrays = {name: np.empty(rows, dtype=kind.dtype) for name, kind in self._kinds.items()}
-        self._columns.read(spans, arrays)
+        arrays = {
+            name: np.empty((rows, self._padding[name].length) if name in self._padding else rows, dtype=kind.dtype)
+            for name, kind in self._kinds.items()
+        }
+        padded = {name: PaddedColumn(pad, np.empty(rows, dtype=np.int32)) for name, pad in self._padding.items()}
+        self._columns.read(spans, arrays, padded)
         masks: dict[str, np.ndarray | None] = {}
         for name, kind in self._kinds.items():
             nulls = arrays[name] == kind.null_value
             masks[name] = nulls if nulls.any() else None
-        return RowPage(arrays, masks, rows, first_position)
+        return RowPage(arrays, masks, rows, first_position, {name: p.lengths for name, p in padded.items()})
 
     def close(self) -> None:
         self._columns.close()

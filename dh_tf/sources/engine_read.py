@@ -17,17 +17,31 @@ flatten it in Java with the barrage extension's expansion kernels (``DoubleArray
 ``DoubleVectorExpansionKernel``, ...: one ``System.arraycopy`` per array, as the server does to send
 array columns over Arrow Flight) and bulk-copy the flat chunk the same way, with the per-row offsets,
 which check every row's length. Measured (``benchmarks/arrays.py``): at least as many bytes/s as the
-same values in scalar columns.
+same values in scalar columns. A padded column (NOTE [ Ragged arrays ] in ``ragged.py``) copies the flat
+chunk into numpy and places its rows there with one index build per chunk (``ragged.place``).
+
+Timestamps (NOTE [ Strings and timestamps ] in sources/column_types.py): ``Instant`` and
+``ZonedDateTime`` sources are reinterpreted as long sources of epoch nanoseconds
+(``ReinterpretUtils.instantToLongSource`` / ``zonedDateTimeToLongSource``) and read like ``long``.
+String and ``LocalDate`` columns fill an object chunk over a reused Java ``Object[]``; one Java call
+then turns the chunk into one string (``String.join`` with a NUL separator; ``List.toString`` for
+dates), which Python splits (strings) or numpy parses as ``datetime64[D]`` (dates): a few Java
+calls per 64K rows instead of one per value. A value holding the separator falls back to one call
+per value for its chunk. jpy hands a Java string's UTF-16 surrogate pairs to Python as two code
+points: :func:`fix_surrogates` joins them (only for non-ASCII text).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from dh_tf.errors import ArgumentError
 from dh_tf.sources.column_types import ColumnKind, array_length_error, note_read_error
+from dh_tf.sources.ragged import PaddedColumn, place
 
 CHUNK_ROWS = 65536
 """The most rows per ``fillChunk`` call: large enough to amortize the Java call (see :func:`chunk_rows`)."""
@@ -35,6 +49,8 @@ CHUNK_BYTES = 8 * 2**20
 """About how many bytes of Java chunks one reader holds: wide tables get shorter chunks (:func:`chunk_rows`)."""
 CHUNK_ELEMENTS = 65536
 """Array elements per flattened chunk (array columns flatten ``CHUNK_ELEMENTS // n`` rows at a time)."""
+STRING_SEPARATOR = "\x00"
+"""Joins a chunk's strings into one Java string (NOTE above); a value holding it is read one by one."""
 _KERNEL_NAMES = {"byte": "Byte", "short": "Short", "int": "Int", "long": "Long", "float": "Float", "double": "Double"}
 
 _CHUNK_TYPES = {
@@ -45,7 +61,17 @@ _CHUNK_TYPES = {
     "float": "io.deephaven.chunk.WritableFloatChunk",
     "double": "io.deephaven.chunk.WritableDoubleChunk",
     "java.lang.Boolean": "io.deephaven.chunk.WritableByteChunk",
+    "java.time.Instant": "io.deephaven.chunk.WritableLongChunk",
+    "java.time.ZonedDateTime": "io.deephaven.chunk.WritableLongChunk",
 }
+# Sources read through a reinterpreted primitive source (wrapped when the source cannot reinterpret).
+_REINTERPRETED = {
+    "java.lang.Boolean": "booleanToByteSource",
+    "java.time.Instant": "instantToLongSource",
+    "java.time.ZonedDateTime": "zonedDateTimeToLongSource",
+}
+_OBJECT_TYPES = ("java.lang.String", "java.time.LocalDate")
+"""Read through an object chunk and converted in bulk (NOTE above)."""
 # How to view a native-order ByteBuffer as the column's element type (None: bytes as they are).
 _BUFFER_VIEWS = {
     "byte": None,
@@ -55,6 +81,8 @@ _BUFFER_VIEWS = {
     "long": "asLongBuffer",
     "float": "asFloatBuffer",
     "double": "asDoubleBuffer",
+    "java.time.Instant": "asLongBuffer",
+    "java.time.ZonedDateTime": "asLongBuffer",
 }
 
 
@@ -133,39 +161,59 @@ class EngineColumnReader:
         self._kinds = dict(kinds)
         self._chunk_rows = chunk_rows(self._kinds)
         # Reinterprets when the source can, else wraps it (e.g. update_view formula columns).
-        boolean_as_byte = jpy.get_type("io.deephaven.engine.table.impl.sources.ReinterpretUtils").booleanToByteSource
+        reinterpret = jpy.get_type("io.deephaven.engine.table.impl.sources.ReinterpretUtils")
         self._sources = {}
         self._contexts = {}
         self._chunks = {}
         self._kernels = {}
         self._offsets = {}  # array columns: a Java int chunk of row offsets and its numpy copy
+        self._flat: dict[str, tuple[np.ndarray, Any]] = {}  # padded columns: flat values and a buffer over them
+        self._cells: dict[str, Any] = {}  # array columns: a java.util.List over the Object[] their chunk wraps
+        self._objects = {}  # String / LocalDate columns: the Java Object[] their chunk wraps
         for name, kind in self._kinds.items():
             source = j_table.getColumnSource(name)
-            if kind.deephaven_type == "java.lang.Boolean":
-                source = boolean_as_byte(source)
+            if kind.deephaven_type in _REINTERPRETED:
+                source = getattr(reinterpret, _REINTERPRETED[kind.deephaven_type])(source)
             self._sources[name] = source
             self._contexts[name] = source.makeFillContext(self._chunk_rows)
-            if kind.is_array:
+            if kind.deephaven_type in _OBJECT_TYPES:
+                self._objects[name] = jpy.array("java.lang.Object", self._chunk_rows)
+                self._chunks[name] = jpy.get_type("io.deephaven.chunk.WritableObjectChunk").writableChunkWrap(
+                    self._objects[name]
+                )
+            elif kind.is_array:
                 self._kernels[name] = _expansion_kernel(kind.deephaven_type)
-                self._chunks[name] = jpy.get_type("io.deephaven.chunk.WritableObjectChunk").makeWritableChunk(self._chunk_rows)
+                cells = jpy.array("java.lang.Object", self._chunk_rows)  # its List view finds null arrays in Java
+                self._chunks[name] = jpy.get_type("io.deephaven.chunk.WritableObjectChunk").writableChunkWrap(cells)
+                self._cells[name] = jpy.get_type("java.util.Arrays").asList(cells)
                 offsets = np.empty(self._chunk_rows + 1, dtype=np.int32)
                 java_offsets = jpy.get_type("io.deephaven.chunk.WritableIntChunk").makeWritableChunk(self._chunk_rows + 1)
                 self._offsets[name] = (java_offsets, offsets, typed_buffer(offsets, "int"))
             else:
                 self._chunks[name] = jpy.get_type(_CHUNK_TYPES[kind.deephaven_type]).makeWritableChunk(self._chunk_rows)
 
-    def read(self, spans: Sequence[tuple[int, int]], out: Mapping[str, np.ndarray]) -> None:
+    def read(
+        self,
+        spans: Sequence[tuple[int, int]],
+        out: Mapping[str, np.ndarray],
+        padded: Mapping[str, PaddedColumn] | None = None,
+    ) -> None:
         """Fills ``out[name][:n]`` with the column's values at the rows of ``spans``, in span order.
 
         ``out[name]`` is C-contiguous, ``[rows]`` for scalar columns and ``[rows, length]`` for array
-        columns (a null array is filled with the element's null sentinel).
+        columns (a null array is filled with the element's null sentinel). The array columns in
+        ``padded`` take rows of any length, fit to ``length`` (NOTE [ Ragged arrays ] in ``ragged.py``).
 
         Raises:
-            ArrayLengthError: a row of an array column has another length than ``out[name].shape[1]``.
+            ArrayLengthError: a row of an array column not in ``padded`` has another length than
+                ``out[name].shape[1]``.
             RuntimeError: the engine failed; the exception's note names the column and span.
         """
+        padded = padded or {}
         buffers = {
-            name: typed_buffer(out[name], kind.element_type or kind.deephaven_type) for name, kind in self._kinds.items()
+            name: typed_buffer(out[name], kind.element_type or kind.deephaven_type)
+            for name, kind in self._kinds.items()
+            if name not in self._objects
         }
         row_set = self._j_table.getRowSet()
         offset = 0
@@ -183,7 +231,11 @@ class EngineColumnReader:
                         source.fillChunk(self._contexts[column], chunk, sequence)
                         if column in self._kernels:
                             position = start + offset - span_offset
-                            self._copy_arrays(column, size, out[column], buffers[column], offset, position)
+                            self._copy_arrays(
+                                column, size, out[column], buffers[column], offset, position, padded.get(column)
+                            )
+                        elif column in self._objects:
+                            self._copy_objects(column, size, out[column], offset)
                         else:
                             chunk.copyToBuffer(0, buffers[column], offset, size)
                     offset += size
@@ -194,10 +246,14 @@ class EngineColumnReader:
                 iterator.close()
                 rows.close()
 
-    def _copy_arrays(self, column: str, size: int, out: np.ndarray, buffer: Any, offset: int, position: int) -> None:
+    def _copy_arrays(
+        self, column: str, size: int, out: np.ndarray, buffer: Any, offset: int, position: int,
+        padded: PaddedColumn | None,
+    ) -> None:
         """Flattens the ``size`` filled arrays of ``column`` into ``out[offset:offset + size]`` ([rows, n]).
 
-        ``position`` is the table position of the first of these rows (for errors).
+        ``position`` is the table position of the first of these rows (for errors). With ``padded``,
+        rows of any length are fit to n and their kept lengths written (NOTE [ Ragged arrays ]).
         """
         length = out.shape[1]
         step = max(1, CHUNK_ELEMENTS // length)
@@ -211,6 +267,11 @@ class EngineColumnReader:
                 lengths = np.diff(offsets[: rows + 1])
                 if (lengths == length).all():
                     flat.copyToBuffer(0, buffer, (offset + first) * length, rows * length)
+                    if padded is not None:
+                        padded.lengths[offset + first : offset + first + rows] = length
+                    continue
+                if padded is not None:
+                    self._place_arrays(column, flat, offsets[: rows + 1], out, offset + first, first, padded)
                     continue
                 # Null arrays expand to nothing; any other length is an error (NOTE [ Array columns ]).
                 nulls = np.zeros(rows, dtype=bool)
@@ -229,14 +290,94 @@ class EngineColumnReader:
             finally:
                 flat.close()
 
+    def _copy_objects(self, column: str, size: int, out: np.ndarray, offset: int) -> None:
+        """Converts the ``size`` filled values of a String / LocalDate column into ``out[offset:offset + size]``."""
+        values = self._objects[column]
+        if self._kinds[column].is_string:
+            out[offset : offset + size] = java_strings(values, size)
+        else:
+            out[offset : offset + size] = java_local_dates(values, size)
+
+    def _place_arrays(
+        self, column: str, flat: Any, offsets: np.ndarray, out: np.ndarray, at: int, first: int, padded: PaddedColumn
+    ) -> None:
+        """Fits the flattened rows (``offsets``: ``rows + 1``) of chunk rows ``first..`` into ``out[at:at + rows]``.
+
+        As ``ragged.place``. A null array expands to nothing, like an empty one: when some row is
+        empty, ``List.indexOf(null)`` over the chunk's cells finds the null ones (two Java calls per
+        null array, none per empty one), and their length is written as -1.
+        """
+        rows, total = len(offsets) - 1, int(offsets[-1])
+        values, values_buffer = self._flat.get(column, (None, None))
+        if values is None or len(values) < total:
+            values = np.empty(max(total, CHUNK_ELEMENTS), dtype=self._kinds[column].dtype)
+            values_buffer = typed_buffer(values, self._kinds[column].element_type)  # type: ignore[arg-type]
+            self._flat[column] = (values, values_buffer)
+        if total:
+            flat.copyToBuffer(0, values_buffer, 0, total)
+        lengths = padded.lengths[at : at + rows]
+        place(values, offsets, out[at : at + rows], lengths, padded.padding)
+        if (lengths == 0).any():
+            cells, start = self._cells[column], first
+            while (index := int(cells.subList(start, first + rows).indexOf(None))) >= 0:
+                lengths[start + index - first] = -1
+                start += index + 1
+
     def close(self) -> None:
         """Releases the engine's fill contexts and chunks. Safe to call twice."""
         contexts, self._contexts = self._contexts, {}
         chunks, self._chunks = self._chunks, {}
         offsets, self._offsets = self._offsets, {}
+        self._flat = {}
+        self._cells = {}
+        self._objects = {}
         for context in contexts.values():
             context.close()
         for chunk in chunks.values():
             chunk.close()
         for java_offsets, _, _ in offsets.values():
             java_offsets.close()
+
+
+def java_strings(values: Any, size: int) -> list[str | None]:
+    """The first ``size`` strings of a Java ``Object[]`` as Python ``str`` (None for null), in a few Java calls."""
+    import jpy
+
+    java_list = jpy.get_type("java.util.Arrays").asList(values).subList(0, size)
+    joined = fix_surrogates(jpy.get_type("java.lang.String").join(STRING_SEPARATOR, java_list))
+    parts: list[str | None] = list(joined.split(STRING_SEPARATOR))
+    if len(parts) != size:  # a value holds the separator
+        return [None if values[i] is None else fix_surrogates(values[i]) for i in range(size)]
+    if "null" in joined:  # String.join writes a null as "null": ask Java which ones were
+        index = -1
+        with contextlib.suppress(ValueError):
+            while True:
+                index = parts.index("null", index + 1)
+                if values[index] is None:
+                    parts[index] = None
+    return parts
+
+
+def java_local_dates(values: Any, size: int) -> np.ndarray:
+    """The first ``size`` ``LocalDate`` s of a Java ``Object[]`` as int32 days since 1970-01-01 (NULL_INT for null).
+
+    Raises:
+        ArgumentError: a date is more than 2**31 - 1 days away from 1970 (it does not fit int32).
+    """
+    import jpy
+
+    text = str(jpy.get_type("java.util.Arrays").asList(values).subList(0, size).toString())  # "[2024-01-05, null]"
+    days = np.array(text[1:-1].replace("null", "NaT").split(", "), dtype="datetime64[D]").view(np.int64)
+    nulls = days == np.iinfo(np.int64).min
+    if np.abs(days[~nulls]).max(initial=0) >= 2**31 - 1:
+        far = int(np.abs(days[~nulls]).max())
+        raise ArgumentError(f"a LocalDate is {far} days from 1970-01-01: it does not fit int32 days")
+    days[nulls] = -(2**31)
+    return days.astype(np.int32)
+
+
+def fix_surrogates(text: str) -> str:
+    """Joins the UTF-16 surrogate pairs jpy leaves in a Java string's Python copy (lone ones become U+FFFD)."""
+    if text.isascii():
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")

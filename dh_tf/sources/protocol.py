@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -45,6 +45,11 @@ class SpanReader(Protocol):
         in these rows.
         """
         ...
+
+    # Optional, for sources with array columns: ``read(spans, out, padded=...)``, where ``padded``
+    # maps array columns to a ``ragged.PaddedColumn``: those are read fit to ``out[name].shape[1]``
+    # elements, each row's kept length written into its ``lengths`` (NOTE [ Ragged arrays ] in
+    # ``sources/ragged.py``). Callers pass it only when some column is padded.
 
     def close(self) -> None:
         """Releases what the reader holds. Safe to call twice."""
@@ -87,11 +92,12 @@ class TableSource(Protocol):
 #
 # NOTE [ Following a source ]
 # Beside reading epochs, a live source can be *followed*: it reports its ``kind`` (``"append-only"``,
-# ``"add-only"`` or ``"blink"``) and opens a :class:`RowFeed` for some scalar columns, which delivers the
-# rows the table adds, each once, in arrival order, as :class:`RowPage` s (native arrays and null
-# masks, as ``SpanReader.read`` returns them) into a :class:`PageSink`: the bounded queue of the
-# consumer (``live/``), which applies null policies and casts, batches and flushes. This is the
-# shape of Deephaven's own ``deephaven.experimental.table_data_service`` (subscribe beside fetch).
+# ``"add-only"`` or ``"blink"``) and opens a :class:`RowFeed` for some columns (scalars, or arrays
+# padded as NOTE [ Ragged arrays ] says), which delivers the rows the table adds, each once, in
+# arrival order, as :class:`RowPage` s (native arrays and null masks, as ``SpanReader.read`` returns
+# them) into a :class:`PageSink`: the bounded queue of the consumer (``live/``), which applies null
+# policies and casts, batches and flushes. This is the shape of Deephaven's own
+# ``deephaven.experimental.table_data_service`` (subscribe beside fetch).
 # Everything that touches the engine is the feed's: telling the kind, refusing updates that modify,
 # remove or shift rows (``TableChangeError`` naming the update), the listener, reading under the
 # update graph's lock, copying blink rows inside the update cycle, the ExecutionContext. Its memory
@@ -120,6 +126,8 @@ class RowPage:
     rows: int
     first_position: int | None = None
     """The table position of the first row when the rows are positions ``[first, first + rows)`` (append-only)."""
+    lengths: Mapping[str, np.ndarray] = field(default_factory=dict)
+    """Padded array column -> each row's kept length, -1 for a null array (NOTE [ Ragged arrays ])."""
 
 
 class PageSink(Protocol):
@@ -184,14 +192,17 @@ class FollowableSource(Protocol):
     def open_follow(
         self, columns: Sequence[str], *, start: str, page_rows: int, max_rows: int | None, sink: PageSink
     ) -> RowFeed:
-        """A feed of the rows added to the scalar ``columns``, not started yet. Callable on any thread.
+        """A feed of the rows added to ``columns`` (scalars, or padded arrays), not started yet; any thread.
 
         ``start="now"`` counts from this call (a blink table: from ``RowFeed.start``);
         ``"beginning"`` also delivers the rows the table has now. Pages hold at most ``page_rows``
-        rows, and no more than ``max_rows`` rows are read in all (None: no limit).
+        rows, and no more than ``max_rows`` rows are read in all (None: no limit). Optional, for
+        sources that follow array columns: ``padding=`` maps array columns among ``columns`` to a
+        ``ragged.Padding``; they arrive ``[rows, N]`` with ``RowPage.lengths`` (NOTE [ Ragged arrays ]);
+        callers pass it only when some column is padded.
 
         Raises:
             ArgumentError: ``start="beginning"`` on a blink table.
-            ArgumentTypeError: a column is an array column.
+            ArgumentTypeError: a column is an array column not in ``padding``.
         """
         ...
