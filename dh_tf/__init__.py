@@ -23,14 +23,17 @@ from dh_tf.errors import (
     MissingDependencyError,
     NullValueError,
     RemoteReadError,
+    RemoteWriteError,
     TableChangeError,
     UsageError,
 )
 from dh_tf.live.follow import Follower, follow
 from dh_tf.reading.loader import TableLoader, default_reader_threads
+from dh_tf.tf.adapt import adapt, vocabulary
 from dh_tf.tf.background import fit_in_background
 from dh_tf.tf.dataset import dataset_from_loader, to_dataset
 from dh_tf.tf.follow_dataset import follow_dataset
+from dh_tf.tf.keras_workers import FitDataset, distributed_fit_dataset
 from dh_tf.tf.resumable import ResumableTraining
 from dh_tf.tf.sync_epochs import SyncEpochs
 from dh_tf.write.metrics_plot import plot_metrics
@@ -46,6 +49,7 @@ __all__ = [
     "ArrayLengthError",
     "CacheSpaceError",
     "Error",
+    "FitDataset",
     "FollowError",
     "Follower",
     "LivePredictions",
@@ -53,14 +57,17 @@ __all__ = [
     "MissingDependencyError",
     "NullValueError",
     "RemoteReadError",
+    "RemoteWriteError",
     "ResumableTraining",
     "SyncEpochs",
     "TableChangeError",
     "TableLoader",
     "UsageError",
     "__version__",
+    "adapt",
     "dataset_from_loader",
     "default_reader_threads",
+    "distributed_fit_dataset",
     "fit_in_background",
     "follow",
     "follow_dataset",
@@ -68,6 +75,7 @@ __all__ = [
     "predict_follow",
     "predict_table",
     "to_dataset",
+    "vocabulary",
 ]
 
 _DEPRECATED = {"Field": "dh_tf.reading.layout", "Layout": "dh_tf.reading.layout"}

@@ -24,7 +24,7 @@ from dh_tf.checks import UNSET, int_arg, renamed_arg
 from dh_tf.errors import ArgumentTypeError, UsageError
 from dh_tf.reading.loader import TableLoader
 from dh_tf.tf.dataset import dataset_from_loader
-from dh_tf.tf.keras_callback import LazyKerasCallback
+from dh_tf.tf.keras_callback import TF_KERAS, LazyKerasCallback, keras_of
 from dh_tf.tf.specs import import_tensorflow
 
 STATE_FILE = "dh_tf_state.json"
@@ -77,6 +77,7 @@ class ResumableTraining(LazyKerasCallback):
 
         Raises:
             TypeError: ``dataset`` was not made by ``dh_tf.to_dataset``.
+            UsageError: ``model`` is a tf_keras model (Keras 3 models only).
             ValueError: the checkpoint was made for another table, seed or batch size
                 (``TableLoader.load_state_dict``).
         """
@@ -84,6 +85,12 @@ class ResumableTraining(LazyKerasCallback):
         if not isinstance(loader, TableLoader):
             raise ArgumentTypeError(
                 f"ResumableTraining.fit: dataset must come from dh_tf.to_dataset (got {type(dataset).__name__})"
+            )
+        if keras_of(model) == TF_KERAS:  # NOTE [ Two Kerases ] in tf/keras_callback.py
+            raise UsageError(
+                "ResumableTraining.fit: resumes Keras 3 models only (its checkpoint is Keras 3's weights and optimizer "
+                "state), but this model is a tf_keras one; checkpoint it with tf_keras.callbacks.BackupAndRestore, "
+                "or train a Keras 3 model"
             )
         self.loader = loader
         callbacks = [self, *(callbacks or [])]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dh_tf.errors import ArgumentTypeError
+from dh_tf.errors import ArgumentTypeError, UsageError
 from dh_tf.reading.loader import TableLoader
 from dh_tf.tf.keras_callback import LazyKerasCallback
 
@@ -21,10 +21,16 @@ class SyncEpochs(LazyKerasCallback):
 
     Raises:
         TypeError: ``dataset`` was not made by ``dh_tf.to_dataset``.
+        UsageError: ``dataset`` is one of :func:`dh_tf.distributed_fit_dataset`, which needs no SyncEpochs.
     """
 
     def __init__(self, dataset: Any) -> None:
         super().__init__()
+        if getattr(dataset, "dh_tf_pinned_epochs", False):
+            raise UsageError(
+                "SyncEpochs: a dataset from dh_tf.distributed_fit_dataset already reads loader epoch e in Keras "
+                "epoch e; leave SyncEpochs out (it would move the epochs its read-ahead has begun)"
+            )
         loader = getattr(dataset, "dh_tf_loader", None)
         if not isinstance(loader, TableLoader):
             raise ArgumentTypeError(f"SyncEpochs: dataset must come from dh_tf.to_dataset (got {type(dataset).__name__})")
