@@ -5,12 +5,13 @@ One JVM per process: the first call starts it, later calls return the same serve
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from collections.abc import Sequence
 from typing import Any
 
-from dh_tf.errors import ArgumentError, MissingDependencyError
+from dh_tf.errors import ArgumentError, ArgumentTypeError, MissingDependencyError
 
 _lock = threading.Lock()
 _server: Any = None
@@ -36,6 +37,7 @@ def start_server(
     psk: str | None = None,
     anonymous: bool = False,
     jvm_args: Sequence[str] = (),
+    tls: tuple[str | os.PathLike[str], str | os.PathLike[str]] | None = None,
 ) -> Any:
     """Starts the embedded server once per process and returns it (later calls return the same one).
 
@@ -48,12 +50,20 @@ def start_server(
         anonymous: no authentication at all. Only for a local, loopback-bound server.
         jvm_args: more JVM flags; they replace a default of :data:`STREAMING_JVM_ARGS` with the
             same option name.
+        tls: ``(certificate_chain, private_key)``, paths of PEM files: the server's certificate
+            (then any intermediates) and its unencrypted private key. The port then speaks TLS only
+            (gRPC, Arrow Flight and the IDE at ``https://``); clients connect with
+            ``Session(..., use_tls=True, tls_root_certs=<the CA's PEM bytes>)``. Sets the engine's
+            ``ssl.identity.*`` properties (:func:`tls_jvm_args`). None: plain TCP.
 
     Raises:
         ImportError: ``deephaven-server`` is not installed.
-        ValueError: ``anonymous`` with a host that is not loopback.
+        ValueError: ``anonymous`` with a host that is not loopback; ``tls`` not two paths of
+            existing files.
+        TypeError: ``tls`` not a tuple or list of paths.
     """
     global _server
+    tls_args = [] if tls is None else tls_jvm_args(tls)  # checked even when a server already runs
     with _lock:
         if _server is not None:
             return _server
@@ -67,6 +77,7 @@ def start_server(
             _server = Server.instance
             return _server
         args = [f"-Xmx{heap}", *_defaults_not_in(jvm_args), *jvm_args]
+        args.extend(tls_args)
         if psk is not None:
             args.append(f"-Dauthentication.psk={psk}")
         if anonymous:
@@ -75,6 +86,33 @@ def start_server(
         server.start()
         _server = server
         return server
+
+
+def tls_jvm_args(tls: tuple[str | os.PathLike[str], str | os.PathLike[str]]) -> list[str]:
+    """The JVM flags that make the engine serve TLS with ``tls = (certificate_chain, private_key)``.
+
+    Deephaven reads its server identity from the ``ssl.identity.*`` configuration properties (set
+    here as system properties; the Docker image takes the same flags in ``START_OPTS``). The paths
+    are made absolute, so a server started from another directory finds them.
+
+    Raises:
+        TypeError: ``tls`` is not a tuple or list of paths (``str`` or ``os.PathLike``).
+        ValueError: ``tls`` does not hold two paths, or one of them is not an existing file.
+    """
+    expected = f"start_server: tls must be a pair (certificate_chain, private_key) of PEM file paths (got {tls!r}"
+    if not isinstance(tls, (tuple, list)) or not all(isinstance(p, (str, os.PathLike)) for p in tls):
+        raise ArgumentTypeError(f"{expected} of type {type(tls).__name__})")
+    if len(tls) != 2:
+        raise ArgumentError(f"{expected})")
+    chain, key = (os.path.abspath(os.fspath(path)) for path in tls)
+    for what, path in (("certificate_chain", chain), ("private_key", key)):
+        if not os.path.isfile(path):
+            raise ArgumentError(f"start_server: tls {what} must be an existing PEM file (got {path!r})")
+    return [
+        "-Dssl.identity.type=privatekey",
+        f"-Dssl.identity.certChainPath={chain}",
+        f"-Dssl.identity.privateKeyPath={key}",
+    ]
 
 
 def ensure_server(**options: Any) -> Any:

@@ -9,7 +9,9 @@ the Docker demo (``docker compose up``: its ``trainer`` service runs exactly thi
 Environment variables: DH_HOST (default localhost), DH_PORT (default 10000), DH_PSK (the server's
 pre-shared key; unset: anonymous), DH_TABLE (default ``dh_tf_demo``, the Docker demo's table: ``Id``,
 ``X0`` .. ``X7``, a 0/1 ``Label``), DH_CONNECT_TIMEOUT (seconds to keep retrying while the server
-starts up or the table is not there yet; default 0: fail at once), DH_TF_EXAMPLE_EPOCHS (default 2).
+starts up or the table is not there yet; default 0: fail at once), DH_TF_EXAMPLE_EPOCHS (default 2),
+DH_TLS_ROOT_CERTS (the path of a PEM file of the CA certificates to trust: connect over TLS; the
+compose demo's TLS option sets it) and DH_TLS (``1``: TLS trusting the system's CAs).
 Prints the validation accuracy; exits with status 1 if it is below 0.8.
 """
 
@@ -31,7 +33,20 @@ host = os.environ.get("DH_HOST", "localhost")
 port = int(os.environ.get("DH_PORT", "10000"))
 table_name = os.environ.get("DH_TABLE", "dh_tf_demo")
 psk = os.environ.get("DH_PSK")
-auth = {"auth_type": PSK_AUTH, "auth_token": psk} if psk else {"auth_type": "Anonymous"}
+connect_options = {"auth_type": PSK_AUTH, "auth_token": psk} if psk else {"auth_type": "Anonymous"}
+root_certs = os.environ.get("DH_TLS_ROOT_CERTS")
+if root_certs:  # TLS: the key and the data are encrypted on the wire
+    with open(root_certs, "rb") as f:
+        connect_options.update(use_tls=True, tls_root_certs=f.read())
+elif os.environ.get("DH_TLS") == "1":
+    connect_options.update(use_tls=True)
+
+
+def why(error: DHError) -> str:
+    """pydeephaven's message and, from its gRPC cause, why the call failed (a refused certificate says
+    CERTIFICATE_VERIFY_FAILED there; neither holds the key)."""
+    details = getattr(error.__cause__, "details", None)
+    return f"{error} ({details()})" if callable(details) else str(error)
 
 
 def open_remote_table(deadline: float) -> tuple[Session, object]:
@@ -39,13 +54,13 @@ def open_remote_table(deadline: float) -> tuple[Session, object]:
     while True:
         session = None
         try:
-            session = Session(host=host, port=port, **auth)
+            session = Session(host=host, port=port, **connect_options)
             return session, session.open_table(table_name)
         except DHError as e:
             if session is not None:
                 session.close()
             if time.monotonic() >= deadline:
-                raise SystemExit(f"remote_trainer: cannot open table {table_name!r} on {host}:{port}: {e}") from e
+                raise SystemExit(f"remote_trainer: cannot open table {table_name!r} on {host}:{port}: {why(e)}") from e
             time.sleep(2)
 
 

@@ -3,7 +3,8 @@
 - Both compose files, interpolated the way compose does, validate against the Compose
   Specification's JSON schema (NOTE [ Where the compose schema comes from ]).
 - Security: ports bound to loopback, the pre-shared key required, anonymous auth only in the opt-in
-  override, a heap limit.
+  override, a heap limit; a port beyond loopback only in the TLS override, with the engine's TLS
+  settings (tests/test_tls.py serves over certificates made by the same make_tls_certs.sh).
 - Everything the Dockerfile, the compose files and the application-mode config refer to exists,
   and the versions match the project's pins.
 - The application-mode script compiles, and (slow) runs against the embedded server.
@@ -35,6 +36,8 @@ DOCKERFILE = DOCKER / "Dockerfile"
 TRAINER_DOCKERFILE = DOCKER / "trainer.Dockerfile"
 COMPOSE = DOCKER / "docker-compose.yml"
 ANONYMOUS = DOCKER / "docker-compose.anonymous.yml"
+TLS = DOCKER / "docker-compose.tls.yml"
+MAKE_CERTS = DOCKER / "make_tls_certs.sh"
 ENV_EXAMPLE = DOCKER / ".env.example"
 APP_DIR = DOCKER / "app.d"
 APP_SCRIPT = APP_DIR / "dh_tf_demo_data.py"
@@ -42,6 +45,7 @@ APP_SCRIPT = APP_DIR / "dh_tf_demo_data.py"
 ANONYMOUS_AUTH = "io.deephaven.auth.AnonymousAuthenticationHandler"
 LOOPBACK = "127.0.0.1"
 SAMPLE_ENV = {"DH_PSK": "sample-psk-1234"}  # what a user sets; DH_PORT / DH_HEAP take their defaults
+TLS_ENV = {**SAMPLE_ENV, "DH_TLS_DIR": "./tls"}  # the TLS override's required directory too
 
 # NOTE [ Where the compose schema comes from ]
 # The Compose Specification's JSON schema ships inside the `docker-compose` 1.29.2 wheel on PyPI
@@ -209,10 +213,11 @@ def services(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
 # Schema validation
 
 
-@pytest.mark.parametrize("path", [COMPOSE, ANONYMOUS], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [COMPOSE, ANONYMOUS, TLS], ids=lambda p: p.name)
 def test_compose_file_validates_against_the_compose_spec(compose_schema, path):
     COMPOSE_VALIDATOR.check_schema(compose_schema)
-    errors = sorted(COMPOSE_VALIDATOR(compose_schema).iter_errors(compose_config(path)), key=lambda e: e.path)
+    config = compose_config(path, TLS_ENV if path == TLS else SAMPLE_ENV)
+    errors = sorted(COMPOSE_VALIDATOR(compose_schema).iter_errors(config), key=lambda e: e.path)
     assert not errors, "\n".join(f"{path.name}: {list(e.path)}: {e.message}" for e in errors)
 
 
@@ -350,14 +355,14 @@ def test_data_lives_on_a_named_volume():
 
 def test_env_example_documents_every_variable_the_compose_files_read():
     used = set()
-    for path in (COMPOSE, ANONYMOUS):
+    for path in (COMPOSE, ANONYMOUS, TLS):
         used |= {m["braced"] or m["named"] for m in _INTERPOLATION.finditer(path.read_text()) if not m["escaped"]}
     documented = {
         line.split("=", 1)[0]
         for line in ENV_EXAMPLE.read_text().splitlines()
         if "=" in line and not line.lstrip().startswith("#")
     }
-    assert used == {"DH_PSK", "DH_PORT", "DH_HEAP"}
+    assert used == {"DH_PSK", "DH_PORT", "DH_HEAP", "DH_TLS_DIR", "DH_TLS_BIND", "DH_TLS_PORT"}
     assert used <= documented, f".env.example lacks {sorted(used - documented)}"
 
 
@@ -408,8 +413,8 @@ def test_compose_build_points_at_this_dockerfile_and_the_repo_root():
     build = services(compose_config(COMPOSE))["deephaven"]["build"]
     assert build_context() == REPO
     assert (build_context() / build["dockerfile"]).resolve() == DOCKERFILE
-    for path in (COMPOSE, ANONYMOUS):
-        for name, service in services(compose_config(path)).items():
+    for path in (COMPOSE, ANONYMOUS, TLS):
+        for name, service in services(compose_config(path, TLS_ENV)).items():
             env_files = service.get("env_file", [])
             for env_file in [env_files] if isinstance(env_files, str) else env_files:
                 assert (DOCKER / env_file).is_file(), f"{path.name}: service {name}: env_file {env_file} is missing"
@@ -434,6 +439,7 @@ def test_dockerignore_keeps_what_the_dockerfile_copies(dockerfile):
     ignore = dockerfile.with_name(f"{dockerfile.name}.dockerignore")  # BuildKit's per-Dockerfile ignore file
     patterns = [line.strip() for line in ignore.read_text().splitlines() if line.strip() and not line.startswith("#")]
     assert ".venv" in patterns and ".git" in patterns
+    assert "docker/tls" in patterns  # make_tls_certs.sh's keys (docker/README.md, TLS) never enter an image
     for sources, _ in copy_sources(dockerfile):
         for source in sources:
             hits = [p for p in patterns if not p.startswith("!") and fnmatch.fnmatch(source.rstrip("/"), p)]
@@ -679,3 +685,60 @@ def test_app_script_runs_against_the_embedded_server(tmp_path):
     ] == ["dh_tf_demo"]
     examples = sorted(p.name for p in (REPO / "examples").glob("*.py"))
     assert result["seeded"] == examples and result["edited_kept"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The TLS override: a port beyond loopback only with the engine's TLS settings and the key
+
+
+def test_tls_override_requires_its_certificates_and_the_key():
+    for env in ({"DH_TLS_DIR": "./tls"}, SAMPLE_ENV, {**SAMPLE_ENV, "DH_TLS_DIR": ""}):
+        with pytest.raises(MissingVariable, match="DH_TLS_DIR|DH_PSK"):
+            compose_config(TLS, env)
+    text = TLS.read_text()
+    assert ANONYMOUS_AUTH not in text and "Never combine this file with docker-compose.anonymous.yml" in text
+
+
+def test_tls_override_serves_tls_with_the_base_flags_and_publishes_beyond_loopback(tmp_path):
+    from dh_tf.server import tls_jvm_args
+
+    base = services(compose_config(COMPOSE))["deephaven"]
+    override = services(compose_config(TLS, TLS_ENV))["deephaven"]
+    # The same engine settings as start_server(tls=...), on the mounted directory.
+    for name in ("server.pem", "server.key"):
+        (tmp_path / name).write_text("")
+    ssl_flags = [flag.replace(str(tmp_path), "/tls") for flag in tls_jvm_args((tmp_path / "server.pem", tmp_path / "server.key"))]
+    assert shlex.split(start_opts(override)) == [*shlex.split(start_opts(base)), *ssl_flags]
+    assert override["volumes"] == ["./tls:/tls:ro"]
+    assert override["ports"] == ["0.0.0.0:8443:10000"]
+    custom = services(compose_config(TLS, {**TLS_ENV, "DH_TLS_BIND": "10.0.0.5", "DH_TLS_PORT": "9443"}))["deephaven"]
+    assert custom["ports"] == ["10.0.0.5:9443:10000"]
+    effective = merged(base, override)
+    assert [host_ip(p) for p in effective["ports"]] == [LOOPBACK, "0.0.0.0"]  # both reach the one TLS port
+    assert [str(p).rsplit(":", 1)[-1] for p in effective["ports"]] == ["10000", "10000"]
+    # The health check probes over TLS, trusting the same CA; the certificate names localhost.
+    test = override["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "/opt/grpc_health_probe/grpc_health_probe", "-addr=localhost:10000"]
+    assert {"-tls", "-tls-ca-cert=/tls/ca.pem"} <= set(test)
+    assert merged(base, override)["healthcheck"]["start_period"] == base["healthcheck"]["start_period"]
+
+
+def test_tls_override_makes_the_trainer_trust_the_ca():
+    trainer = trainer_service(TLS, TLS_ENV)
+    assert set(trainer) == {"volumes", "environment"}, trainer
+    assert trainer["volumes"] == ["./tls/ca.pem:/tls/ca.pem:ro"]  # the CA only, not the server's key
+    assert environment(trainer) == {"DH_TLS_ROOT_CERTS": "/tls/ca.pem"}
+    effective = merged(trainer_service(), trainer)
+    assert "ports" not in effective and environment(effective)["DH_HOST"] == "deephaven"
+    assert 'os.environ.get("DH_TLS_ROOT_CERTS")' in (REPO / "examples" / "remote_trainer.py").read_text()
+
+
+def test_make_tls_certs_names_every_host_the_demo_uses_and_keeps_keys_out_of_git():
+    assert os.access(MAKE_CERTS, os.X_OK)
+    assert subprocess.run(["sh", "-n", str(MAKE_CERTS)], capture_output=True, timeout=30).returncode == 0
+    script = MAKE_CERTS.read_text()
+    # localhost: the health check; deephaven: the trainer's DH_HOST; the files the override mounts.
+    assert 'names="DNS:localhost,IP:127.0.0.1,DNS:deephaven"' in script
+    for name in ("ca.pem", "server.pem", "server.key"):
+        assert f'"$dir/{name}"' in script
+    assert "docker/tls/" in (REPO / ".gitignore").read_text().splitlines()
