@@ -96,6 +96,21 @@ EXAMPLES = [
         expected_results={"val_accuracy": (0.6, 1.0), "epochs": (4, 4)},
     ),
     Example(
+        "categorical",
+        num_rows=100_000,
+        tables={
+            "trades": (100_000, ("Timestamp", "Sym", "Price", "Size", "Imbalance", "Ret", "LogSize", "Up")),
+            "train": (80_000, ("Sym", "Ret", "LogSize", "Imbalance", "Up")),
+            "val": (20_000, ("Sym", "Ret", "LogSize", "Imbalance", "Up")),
+        },
+        check_script=_MODEL_CHECK
+        + "assert sorted(model.input) == ['num', 'sym'], model.input\n"
+        + "assert lookup.vocabulary_size() == 101, lookup.vocabulary_size()\n"  # 100 symbols + OOV
+        + "_results['accuracy_gain'] = val_accuracy - numeric_accuracy\n"
+        + _PUBLISH,
+        expected_results={"val_accuracy": (0.8, 1.0), "accuracy_gain": (0.05, 1.0), "epochs": (2, 2)},
+    ),
+    Example(
         "embedded_server",
         num_rows=100_000,
         tables={"numbers": (100_000, ("Id", "A", "B", "C", "D"))},
