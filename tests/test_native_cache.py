@@ -1,4 +1,8 @@
-"""Cached epochs read by TensorFlow alone (NOTE [ Native cached epochs ] in tf/cached_epochs.py): the same batches."""
+"""Cached epochs through to_dataset: the same batches as uncached epochs, never a table read once cached.
+
+Unshuffled epochs are read by TensorFlow alone (NOTE [ Native cached epochs ] in tf/cached_epochs.py):
+no page passes through Python. Shuffled ones are read by the loader's page readers from the cache.
+"""
 
 from __future__ import annotations
 
@@ -22,14 +26,15 @@ def table(make_table):
 
 @pytest.fixture
 def native_only(monkeypatch):
-    """After this is called, neither the engine nor the loader's page reader may be used."""
+    """After ``forbid(shuffle)``, the engine may not be read, nor (without shuffle) the loader's page reader."""
 
-    def forbid():
+    def forbid(shuffle=False):
         def fail(*args, **kwargs):
-            raise AssertionError("a page was read in Python although the cache covers the epoch")
+            raise AssertionError("a page was read from the table or in Python although the cache covers the epoch")
 
         monkeypatch.setattr(EngineEpoch, "open_reader", fail)
-        monkeypatch.setattr(CachingPageReader, "read", fail)
+        if not shuffle:
+            monkeypatch.setattr(CachingPageReader, "read", fail)
 
     return forbid
 
@@ -69,7 +74,7 @@ def test_cached_epochs_are_the_uncached_epochs(table, native_only, shuffle, batc
     ds = dh_tf.to_dataset(table, **SPEC, cache=True, **kw)
     assert ds.element_spec == reference.element_spec
     assert_same(batches(ds), expected[0])  # fills the cache
-    native_only()
+    native_only(shuffle)
     for epoch in (1, 2):
         assert_same(batches(ds), expected[epoch])
         assert ds.dh_tf_loader.state_dict()["epoch"] == epoch + 1
@@ -86,7 +91,7 @@ def test_shards_read_their_own_rows_from_the_cache(table, native_only, shuffle):
     expected = [[batches(ref) for _ in range(2)] for ref in references]
     for ds in datasets:
         batches(ds)
-    native_only()
+    native_only(shuffle)
     got = [batches(ds) for ds in datasets]
     for k in range(2):
         assert_same(got[k], expected[k][1])
@@ -106,7 +111,7 @@ def test_a_resumed_epoch_from_the_cache_is_the_rest_of_the_epoch(table, native_o
     loader = dh_tf.TableLoader(table, **SPEC, cache=True, **kw)
     batches(dh_tf.dataset_from_loader(loader))  # epoch 0 fills the cache
     loader.load_state_dict(loader.state_dict(epoch=1, batches=resume_at))
-    native_only()
+    native_only(shuffle)
     rest = batches(dh_tf.dataset_from_loader(loader))
     assert_same(rest, full[resume_at:])
     assert loader.state_dict()["epoch"] == 2 and loader.state_dict()["batches"] == 0
@@ -114,7 +119,7 @@ def test_a_resumed_epoch_from_the_cache_is_the_rest_of_the_epoch(table, native_o
 
 
 def test_an_interrupted_first_epoch_reads_the_table_again_then_the_cache(table, native_only):
-    kw = dict(batch_size=999, page_rows=70_001, shuffle=True, seed=4, reader_threads=2)
+    kw = dict(batch_size=999, page_rows=70_001, reader_threads=2)
     reference = dh_tf.to_dataset(table, **SPEC, **kw)
     expected = [batches(reference) for _ in range(3)]
     ds = dh_tf.to_dataset(table, **SPEC, cache=True, **kw)
@@ -138,8 +143,7 @@ def _open_files_under(directory):
 
 
 def test_no_file_or_thread_is_left_open_and_close_removes_the_files(table, native_only, monkeypatch):
-    ds = dh_tf.to_dataset(table, "Id", "X", batch_size=1000, page_rows=70_001, shuffle=True, seed=1, cache=True,
-                          reader_threads=2)
+    ds = dh_tf.to_dataset(table, "Id", "X", batch_size=1000, page_rows=70_001, cache=True, reader_threads=2)
     directory = ds.dh_tf_loader.cache_directory
     first = batches(ds)
     native_only()

@@ -130,13 +130,13 @@ def dataset_from_loader(loader: TableLoader) -> Any:
 
     signature = output_signature(loader.layout, tf)
     if cached_epochs.native_capable(loader):
-        # Each element is a group (a generator-read epoch) or one epoch's plan read by TensorFlow from
+        # Each element is a group (a generator-read epoch) or one epoch's spans read by TensorFlow from
         # the full epoch cache (NOTE [ Native cached epochs ] in tf/cached_epochs.py); the other part is empty.
         dataset = tf.data.Dataset.from_generator(
             lambda: cached_epochs.passes(loader), output_signature=(signature, cached_epochs.plan_signature(tf))
         )
         dataset = dataset.flat_map(
-            lambda group, plan: batches_of(group).concatenate(cached_epochs.native_batches(loader, plan, tf))
+            lambda group, spans: batches_of(group).concatenate(cached_epochs.native_batches(loader, spans, tf))
         )
     else:
         dataset = tf.data.Dataset.from_generator(loader.iter_groups, output_signature=signature)
