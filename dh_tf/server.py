@@ -100,14 +100,14 @@ def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
     NOTE [ Malloc arenas ]
     glibc gives threads their own malloc arenas, up to 8 per core. A process that embeds the engine
     has dozens of JVM threads besides dh_tf's reader threads and TensorFlow's pools; after one
-    epoch read from the engine, TensorFlow's file reads and decodes in the same process (the cached
-    epochs of NOTE [ Native cached epochs ]) ran at a third of their speed: 7.3 vs 21.4 M rows/s
-    median for 5M x 16 float32 in batch-4096 records (the probe in benchmarks/malloc_arenas.py),
-    and 6.4 vs 15.1 M rows/s for dh_tf's cached epochs. With at most 2 arenas, set before the JVM
-    and the threads start, the same reads ran at full speed. Only arenas made later are capped, so
-    this is done in :func:`start_server` before the engine starts; set ``MALLOC_ARENA_MAX`` yourself
-    (in the environment, before Python starts) to choose another value, e.g. in the Deephaven
-    server image, where the engine starts before dh_tf is imported.
+    epoch read from the engine, TensorFlow's own file reads and decodes in that process ran at a
+    third of their speed (7.3 vs 21.4 M rows/s median, 5M x 16 float32 as batch-4096 records, on
+    the 2-core development machine; ``benchmarks/malloc_arenas.py`` measures it, and dh_tf's cached
+    epochs beside it). With at most 2 arenas, set before the JVM and the threads start, the same
+    reads ran at full speed. Only arenas made later are capped, so this is done in
+    :func:`start_server` before the engine starts; set ``MALLOC_ARENA_MAX`` yourself (in the
+    environment, before Python starts) to choose another value, e.g. in the Deephaven server
+    image, where the engine starts before dh_tf is imported (the compose file sets it to 2).
 
     Returns True if the cap was set (glibc, and no ``MALLOC_ARENA_MAX`` in the environment).
     """

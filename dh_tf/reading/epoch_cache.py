@@ -154,15 +154,6 @@ class EpochCache:
         """The file of each field, in layout order (rows at ``(position - first_row) * row_bytes``)."""
         return [os.path.join(self.directory, f"field{index}.bin") for index in range(len(self._row_bytes))]
 
-    @property
-    def row_bytes(self) -> list[int]:
-        """The bytes of one row in each field's file, in layout order."""
-        return list(self._row_bytes)
-
-    def covers_all(self) -> bool:
-        """True when every row of the cache (the whole shard) has been written and the cache is open."""
-        return self.covers([(self.first_row, self.first_row + self.num_rows)])
-
     def covers(self, spans: Sequence[Span]) -> bool:
         """True when every row of ``spans`` has been written (and the cache is open)."""
         with self._lock:

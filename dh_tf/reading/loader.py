@@ -227,11 +227,6 @@ class TableLoader:
         return self.source.num_rows()
 
     @property
-    def cache(self) -> EpochCache | None:
-        """This loader's epoch cache (None without ``cache`` or once closed)."""
-        return self._cache
-
-    @property
     def cache_directory(self) -> str | None:
         """The directory holding this loader's epoch cache files, or None without ``cache``."""
         return None if self._cache is None else self._cache.directory
@@ -274,14 +269,6 @@ class TableLoader:
         with self._epoch_lock:
             if self._progress[0] == epoch:
                 self._progress = (epoch + 1, 0)
-
-    def full_cache(self) -> EpochCache | None:
-        """The epoch cache when it holds every row of this loader's shard, else None.
-
-        Then an epoch needs no read of the table (epochs after the first one, NOTE [ Epoch cache ]).
-        """
-        cache = self._cache
-        return cache if cache is not None and cache.num_rows > 0 and cache.covers_all() else None
 
     def state_dict(self, *, epoch: int | None = None, batches: int | None = None) -> dict[str, Any]:
         """A small JSON-serializable state from which :meth:`load_state_dict` resumes exactly.

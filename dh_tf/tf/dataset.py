@@ -25,7 +25,6 @@ from dh_tf.errors import ArgumentError, ArgumentTypeError
 from dh_tf.reading import batching
 from dh_tf.reading.layout import ColumnSpec
 from dh_tf.reading.loader import TableLoader
-from dh_tf.tf import cached_epochs
 from dh_tf.tf.specs import import_tensorflow, output_signature
 
 
@@ -129,18 +128,8 @@ def dataset_from_loader(loader: TableLoader) -> Any:
         return tf.data.Dataset.range(count).map(take)
 
     signature = output_signature(loader.layout, tf)
-    if cached_epochs.native_capable(loader):
-        # Each element is a group (a generator-read epoch) or one epoch's spans read by TensorFlow from
-        # the full epoch cache (NOTE [ Native cached epochs ] in tf/cached_epochs.py); the other part is empty.
-        dataset = tf.data.Dataset.from_generator(
-            lambda: cached_epochs.passes(loader), output_signature=(signature, cached_epochs.plan_signature(tf))
-        )
-        dataset = dataset.flat_map(
-            lambda group, spans: batches_of(group).concatenate(cached_epochs.native_batches(loader, spans, tf))
-        )
-    else:
-        dataset = tf.data.Dataset.from_generator(loader.iter_groups, output_signature=signature)
-        dataset = dataset.flat_map(lambda *group: batches_of(group if len(group) > 1 else group[0]))
+    dataset = tf.data.Dataset.from_generator(loader.iter_groups, output_signature=signature)
+    dataset = dataset.flat_map(lambda *group: batches_of(group if len(group) > 1 else group[0]))
     if not loader.source.is_refreshing and loader.resume_point is None:
         # A loader with a resume point pending gives a first pass shorter than the later, full ones:
         # no one count fits every pass, so its cardinality stays unknown (NOTE [ Epochs of a dataset ]).
