@@ -4,7 +4,7 @@ Each pass is a fresh process (its own JVM): it starts the embedded server, reads
 in-heap ``--rows`` x 16 float32 + int32 table through ``dh_tf.to_dataset`` (the engine's reader
 threads), then times (a) TensorFlow reading the same bytes from files as batch-4096 records
 (``FixedLengthRecordDataset`` + ``decode_raw``, no dh_tf involved) and (b) dh_tf's cached epochs
-(``cache=True``, read by TensorFlow, NOTE [ Native cached epochs ]). The two settings alternate
+(``cache=True``: the epoch cache read on reader threads). The two settings alternate
 process by process (capped, default, capped, default, ...): ``start_server``'s default cap of 2
 arenas, and glibc's default (``MALLOC_ARENA_MAX=16``, 8 per core on 2 cores, which
 ``start_server`` leaves alone).
