@@ -50,6 +50,8 @@ class SpanReader(Protocol):
     # maps array columns to a ``ragged.PaddedColumn``: those are read fit to ``out[name].shape[1]``
     # elements, each row's kept length written into its ``lengths`` (NOTE [ Ragged arrays ] in
     # ``sources/ragged.py``). Callers pass it only when some column is padded.
+    # Optional: ``fills_strided = True`` when ``out`` arrays may be strided 1-D views (NOTE [ Filling
+    # outputs in place ] in ``reading/pages.py``).
 
     def close(self) -> None:
         """Releases what the reader holds. Safe to call twice."""

@@ -52,6 +52,7 @@ _ARROW_TYPE_NAMES = {
     "bool": "java.lang.Boolean",
 }
 """Arrow type (``str(pa.DataType)``) -> the Deephaven type name the engine source gives the same column."""
+_NANOS_PER_UNIT = {"s": 10**9, "ms": 10**6, "us": 10**3}
 
 
 
@@ -171,7 +172,11 @@ class RemoteSpanReader:
     """Reads spans of one static server-side table by ``slice`` + Flight ``DoGet``; nulls from Arrow validity.
 
     One per thread; holds no server-side export between reads, so ``close()`` has nothing to release.
+    ``out`` arrays may be strided views, written one record batch at a time (``fills_strided``: NOTE
+    [ Filling outputs in place ] in reading/pages.py).
     """
+
+    fills_strided = True
 
     def __init__(self, table: Any, kinds: Mapping[str, ColumnKind], source: RemoteSource) -> None:
         self._table = table
@@ -292,14 +297,24 @@ def _fill(
     name: str,
     rows: int,
 ) -> None:
-    """Copies one Arrow array into ``out[at:at + len]`` (native dtype) and records its nulls."""
+    """Copies one Arrow array into ``out[at:at + len]`` (native dtype) and records its nulls.
+
+    Timestamps arrive as Arrow ``timestamp[ns]`` (int64 values) and ``LocalDate`` as ``date64[ms]``
+    (int64 milliseconds, made days): NOTE [ Strings and timestamps ] in sources/column_types.py.
+    """
     n = len(array)
     if n == 0:
         return
     buffers = array.buffers()
-    if kind.deephaven_type == "java.lang.Boolean":
+    if kind.is_string:  # Arrow utf8: pyarrow makes the str objects (None for null) in C++
+        values = array.to_numpy(zero_copy_only=False)
+    elif kind.deephaven_type == "java.lang.Boolean":
         bits = np.frombuffer(buffers[1], dtype=np.uint8)
         values = np.unpackbits(bits, bitorder="little", count=array.offset + n)[array.offset :]
+    elif str(array.type).startswith(("timestamp", "date64")):  # int64 in the type's unit
+        raw = np.frombuffer(buffers[1], dtype=np.int64, count=n, offset=array.offset * 8)
+        unit = "day" if str(array.type).startswith("date64") else array.type.unit
+        values = raw if unit == "ns" else raw // 86_400_000 if unit == "day" else raw * _NANOS_PER_UNIT[unit]
     else:
         values = np.frombuffer(buffers[1], dtype=kind.dtype, count=n, offset=array.offset * kind.dtype.itemsize)
     out[at : at + n] = values
