@@ -18,6 +18,7 @@ import pytest
 import dh_tf.live.follow as follow_mod
 from dh_tf.errors import FollowError
 from dh_tf.live.follow import follow
+from dh_tf.sources.jvm_threads import entered  # one context object, several threads
 from dh_tf.tf.follow_dataset import follow_dataset
 
 DEADLINE_S = 15
@@ -64,7 +65,7 @@ class Publisher:
         from deephaven.column import double_col, long_col
 
         ids = np.arange(self.published, self.published + rows)
-        with self._ctx:  # new_table, not a formula with the base in it: that would compile a class per call
+        with entered(self._ctx):  # new_table, not a formula with the base in it: that would compile a class per call
             self.publisher.add(
                 new_table([long_col("Id", ids.tolist()), double_col("X", (ids / 2).tolist()), double_col("B", (-ids / 2).tolist())])
             )
@@ -389,7 +390,7 @@ def test_follow_dataset_trains_keras_with_steps_per_epoch(fast_update_graph):
         while not halt.is_set():
             x = rng.normal(size=(256, 2))
             y = (x[:, 0] > 0).astype(np.int32)
-            with ctx:
+            with entered(ctx):
                 publisher.add(new_table([double_col("X0", x[:, 0].tolist()), double_col("X1", x[:, 1].tolist()),
                                          int_col("Y", y.tolist())]))
             time.sleep(0.01)

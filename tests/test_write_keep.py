@@ -12,6 +12,7 @@ import test_follow
 from test_follow import DEADLINE_S, assert_clean, has_listeners
 
 from dh_tf.errors import ArgumentTypeError
+from dh_tf.sources.jvm_threads import entered  # one context object, several threads
 from dh_tf.write.predict_follow import KEEP_TYPES, THREAD_NAME, predict_follow
 
 fast_update_graph = test_follow.fast_update_graph  # 10 ms update cycles
@@ -55,7 +56,7 @@ class TypedPublisher:
         ids = np.arange(self.published, self.published + rows)
         values = expected(ids)
         flags = [None if f == -1 else bool(f) for f in values["FlagN"]]
-        with self._ctx:
+        with entered(self._ctx):
             self.publisher.add(new_table([
                 long_col("Id", ids.tolist()),
                 byte_col("I8", values["I8"]),

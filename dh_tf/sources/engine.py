@@ -23,6 +23,7 @@ from dh_tf.sources.column_types import (
     column_kind,
     note_read_error,
 )
+from dh_tf.sources.jvm_threads import entered
 from dh_tf.sources.protocol import Span
 from dh_tf.sources.ragged import PaddedColumn, Padding, place
 
@@ -104,7 +105,7 @@ class EngineSource:
 
         # The scope releases the per-epoch view (a listener on the ticking table) as soon as the
         # snapshot exists; only the static snapshot outlives it (a static table: garbage-collected as usual).
-        with self._exec_ctx, liveness_scope() as scope:
+        with entered(self._exec_ctx), liveness_scope() as scope:
             snapshot = self.table.view(list(columns)).snapshot()
             scope.preserve(snapshot)
         yield EngineEpoch(snapshot, self._kinds(columns), self._exec_ctx, self._fast)
@@ -135,7 +136,7 @@ class EngineSpanReader:
     def __init__(self, table: Any, kinds: Mapping[str, ColumnKind], exec_ctx: Any, fast: bool) -> None:
         self._kinds = dict(kinds)
         self._exec_ctx = exec_ctx
-        with exec_ctx:
+        with entered(exec_ctx):
             self._columns: Any = (
                 engine_read.EngineColumnReader(table.j_table, self._kinds) if fast else PublicColumnReader(table, kinds)
             )
@@ -144,7 +145,7 @@ class EngineSpanReader:
         self, spans: Sequence[Span], out: Mapping[str, np.ndarray], padded: Mapping[str, PaddedColumn] | None = None
     ) -> dict[str, np.ndarray | None]:
         # The context is thread-local and opened per read, never across a yield (docs/design.md section 2).
-        with self._exec_ctx:
+        with entered(self._exec_ctx):
             self._columns.read(spans, out, padded)
         masks: dict[str, np.ndarray | None] = {}
         for name, kind in self._kinds.items():

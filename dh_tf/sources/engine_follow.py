@@ -37,6 +37,7 @@ from dh_tf.errors import ArgumentError, ArgumentTypeError, FollowError, TableCha
 from dh_tf.sources import engine_read
 from dh_tf.sources.column_types import COLUMN_KINDS, ColumnKind, column_kind
 from dh_tf.sources.engine import EngineSource
+from dh_tf.sources.jvm_threads import entered, java_type
 from dh_tf.sources.protocol import PageSink, RowPage, Span
 from dh_tf.sources.ragged import PaddedColumn, Padding
 
@@ -93,7 +94,7 @@ class EngineFollowSource:
         if start == "beginning" and self.kind == "blink":
             raise ArgumentError(f"{self._where}: start='beginning' needs an append-only or add-only table")
         kinds = {name: column_kind(self.column_types[name]) for name in columns}
-        with self.exec_ctx:
+        with entered(self.exec_ctx):
             return EngineRowFeed(
                 self, kinds, start=start, page_rows=page_rows, max_rows=max_rows, sink=sink, padding=padding
             )
@@ -106,13 +107,12 @@ class EngineRowFeed:
         self, source: EngineFollowSource, kinds: Mapping[str, ColumnKind], *, start: str, page_rows: int,
         max_rows: int | None, sink: PageSink, padding: Mapping[str, Padding] | None = None,
     ) -> None:
-        import jpy
 
         self._table, self._kind, self._kinds, self._exec_ctx = source.table, source.kind, dict(kinds), source.exec_ctx
         self._padding = dict(padding or {})
         self._page_rows, self._limit, self._sink = page_rows, max_rows, sink
         self._lock = self._table.update_graph.j_update_graph.sharedLock()
-        self._millis = jpy.get_type("java.util.concurrent.TimeUnit").MILLISECONDS
+        self._millis = java_type("java.util.concurrent.TimeUnit").MILLISECONDS
         self._stopped = threading.Event()
         self._wake = threading.Event()  # the listener saw rows: read now
         self._handle: Any = None
@@ -131,7 +131,7 @@ class EngineRowFeed:
 
         _check_not_failed(self._table)
         try:
-            with self._exec_ctx:
+            with entered(self._exec_ctx):
                 self._handle = listen(self._table, self._on_update, description="dh_tf.follow", on_error=self._on_error)
         except Exception as error:
             _check_not_failed(self._table)  # failed in between: say so plainly
@@ -165,7 +165,6 @@ class EngineRowFeed:
 
     def _mark_start(self, start: str) -> None:
         """Records the rows already there (append-only: a position; add-only: the row keys)."""
-        import jpy
 
         j_table = self._table.j_table
         if not self._lock_shared():
@@ -174,7 +173,7 @@ class EngineRowFeed:
             if self._kind == "append-only":
                 self._next_position = 0 if start == "beginning" else int(j_table.size())
             else:
-                factory = jpy.get_type("io.deephaven.engine.rowset.RowSetFactory")
+                factory = java_type("io.deephaven.engine.rowset.RowSetFactory")
                 self._seen = factory.empty() if start == "beginning" else j_table.getRowSet().copy()
         finally:
             self._lock.unlock()
@@ -185,7 +184,7 @@ class EngineRowFeed:
         read = 0
         limit = np.inf if self._limit is None else self._limit
         try:
-            with self._exec_ctx:
+            with entered(self._exec_ctx):
                 reader = RowsReader(self._table.j_table, self._kinds, self._padding)
                 while not self._halted() and read < limit:
                     if not self._sink.wait_for_space(POLL_S):
@@ -265,7 +264,7 @@ class EngineRowFeed:
         offset = 0
         with self._blink_lock:
             if self._blink_reader is None and not self._stopped.is_set():
-                with self._exec_ctx:
+                with entered(self._exec_ctx):
                     self._blink_reader = RowsReader(self._table.j_table, self._kinds, self._padding)
             while offset < total and not self._halted() and self._sink.free() > 0:
                 stop = min(total, offset + self._page_rows)

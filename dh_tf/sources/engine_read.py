@@ -41,6 +41,7 @@ import numpy as np
 
 from dh_tf.errors import ArgumentError
 from dh_tf.sources.column_types import ColumnKind, array_length_error, note_read_error
+from dh_tf.sources.jvm_threads import java_type
 from dh_tf.sources.ragged import PaddedColumn, place
 
 CHUNK_ROWS = 65536
@@ -111,13 +112,12 @@ def _array_types() -> list[str]:
 
 def _expansion_kernel(array_type: str) -> Any:
     """The barrage kernel that flattens an object chunk of ``array_type`` cells into one primitive chunk."""
-    import jpy
 
     if array_type.endswith("[]"):
         name = f"io.deephaven.extensions.barrage.chunk.array.{_KERNEL_NAMES[array_type[:-2]]}ArrayExpansionKernel"
     else:
         name = f"io.deephaven.extensions.barrage.chunk.vector.{array_type.rsplit('.', 1)[1]}ExpansionKernel"
-    return jpy.get_type(name).INSTANCE
+    return java_type(name).INSTANCE
 
 
 def typed_buffer(array: np.ndarray, deephaven_type: str) -> Any:
@@ -126,10 +126,9 @@ def typed_buffer(array: np.ndarray, deephaven_type: str) -> Any:
     ``deephaven_type`` is a primitive type name (``byte`` ... ``double``) or ``java.lang.Boolean``
     (bytes). Shared with ``engine_write.py``, the writing twin of this module.
     """
-    import jpy
 
-    memory_util = jpy.get_type("org.apache.arrow.memory.util.MemoryUtil")
-    byte_order = jpy.get_type("java.nio.ByteOrder")
+    memory_util = java_type("org.apache.arrow.memory.util.MemoryUtil")
+    byte_order = java_type("java.nio.ByteOrder")
     raw = memory_util.directBuffer(array.ctypes.data, array.nbytes).order(byte_order.nativeOrder())
     view = _BUFFER_VIEWS[deephaven_type]
     return raw if view is None else getattr(raw, view)()
@@ -161,7 +160,7 @@ class EngineColumnReader:
         self._kinds = dict(kinds)
         self._chunk_rows = chunk_rows(self._kinds)
         # Reinterprets when the source can, else wraps it (e.g. update_view formula columns).
-        reinterpret = jpy.get_type("io.deephaven.engine.table.impl.sources.ReinterpretUtils")
+        reinterpret = java_type("io.deephaven.engine.table.impl.sources.ReinterpretUtils")
         self._sources = {}
         self._contexts = {}
         self._chunks = {}
@@ -178,19 +177,19 @@ class EngineColumnReader:
             self._contexts[name] = source.makeFillContext(self._chunk_rows)
             if kind.deephaven_type in _OBJECT_TYPES:
                 self._objects[name] = jpy.array("java.lang.Object", self._chunk_rows)
-                self._chunks[name] = jpy.get_type("io.deephaven.chunk.WritableObjectChunk").writableChunkWrap(
+                self._chunks[name] = java_type("io.deephaven.chunk.WritableObjectChunk").writableChunkWrap(
                     self._objects[name]
                 )
             elif kind.is_array:
                 self._kernels[name] = _expansion_kernel(kind.deephaven_type)
                 cells = jpy.array("java.lang.Object", self._chunk_rows)  # its List view finds null arrays in Java
-                self._chunks[name] = jpy.get_type("io.deephaven.chunk.WritableObjectChunk").writableChunkWrap(cells)
-                self._cells[name] = jpy.get_type("java.util.Arrays").asList(cells)
+                self._chunks[name] = java_type("io.deephaven.chunk.WritableObjectChunk").writableChunkWrap(cells)
+                self._cells[name] = java_type("java.util.Arrays").asList(cells)
                 offsets = np.empty(self._chunk_rows + 1, dtype=np.int32)
-                java_offsets = jpy.get_type("io.deephaven.chunk.WritableIntChunk").makeWritableChunk(self._chunk_rows + 1)
+                java_offsets = java_type("io.deephaven.chunk.WritableIntChunk").makeWritableChunk(self._chunk_rows + 1)
                 self._offsets[name] = (java_offsets, offsets, typed_buffer(offsets, "int"))
             else:
-                self._chunks[name] = jpy.get_type(_CHUNK_TYPES[kind.deephaven_type]).makeWritableChunk(self._chunk_rows)
+                self._chunks[name] = java_type(_CHUNK_TYPES[kind.deephaven_type]).makeWritableChunk(self._chunk_rows)
 
     def read(
         self,
@@ -341,10 +340,9 @@ class EngineColumnReader:
 
 def java_strings(values: Any, size: int) -> list[str | None]:
     """The first ``size`` strings of a Java ``Object[]`` as Python ``str`` (None for null), in a few Java calls."""
-    import jpy
 
-    java_list = jpy.get_type("java.util.Arrays").asList(values).subList(0, size)
-    joined = fix_surrogates(jpy.get_type("java.lang.String").join(STRING_SEPARATOR, java_list))
+    java_list = java_type("java.util.Arrays").asList(values).subList(0, size)
+    joined = fix_surrogates(java_type("java.lang.String").join(STRING_SEPARATOR, java_list))
     parts: list[str | None] = list(joined.split(STRING_SEPARATOR))
     if len(parts) != size:  # a value holds the separator
         return [None if values[i] is None else fix_surrogates(values[i]) for i in range(size)]
@@ -364,9 +362,8 @@ def java_local_dates(values: Any, size: int) -> np.ndarray:
     Raises:
         ArgumentError: a date is more than 2**31 - 1 days away from 1970 (it does not fit int32).
     """
-    import jpy
 
-    text = str(jpy.get_type("java.util.Arrays").asList(values).subList(0, size).toString())  # "[2024-01-05, null]"
+    text = str(java_type("java.util.Arrays").asList(values).subList(0, size).toString())  # "[2024-01-05, null]"
     days = np.array(text[1:-1].replace("null", "NaT").split(", "), dtype="datetime64[D]").view(np.int64)
     nulls = days == np.iinfo(np.int64).min
     if np.abs(days[~nulls]).max(initial=0) >= 2**31 - 1:

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from dh_tf.sources.jvm_threads import entered
+
 ROW_TYPES = ("Instant", "int", "long", "double", "Boolean")
 """Column types a :class:`RowPublisher` builds from Python values (Instant: int nanoseconds)."""
 
@@ -90,7 +92,7 @@ def new_blink(
     from deephaven.stream import blink_to_append_only
     from deephaven.stream.table_publisher import table_publisher
 
-    with exec_ctx:
+    with entered(exec_ctx):
         blink, publisher = table_publisher(name, dict(definition), on_flush_callback=on_flush)
         return blink, publisher, blink_to_append_only(blink)
 
@@ -173,7 +175,7 @@ class RowPublisher:
         while self._queue:
             rows.append(self._queue.popleft())
         try:
-            with self._exec_ctx:
+            with entered(self._exec_ctx):
                 publisher.add(self._chunk(rows))
         except Exception as e:  # an exception must not escape into the update graph
             self.failure = e

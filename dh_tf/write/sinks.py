@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from dh_tf.errors import ArgumentError
+from dh_tf.sources.jvm_threads import entered
 from dh_tf.write import engine_write
 from dh_tf.write.publisher import new_blink
 
@@ -199,7 +200,7 @@ class LiveSink:
             name: np.ascontiguousarray(columns[name], dtype=LIVE_VALUE_DTYPES[kind]) for name, kind in self.types.items()
         }
         reinterpret = {name: kind for name, kind in self.types.items() if kind in engine_write.REINTERPRETED}
-        with self._exec_ctx:
+        with entered(self._exec_ctx):
             self._publisher.add(engine_write.to_table(arrays, types=reinterpret))
 
     def fail(self, error: BaseException) -> None:
