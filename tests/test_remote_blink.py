@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 import pytest
+from test_follow import has_listeners
 from test_remote import connect, publish, server_exports
 from test_remote_follow import DEADLINE_S, ids_of, wait_until
 
@@ -54,10 +55,7 @@ class BlinkFeed:
 
     def listened(self) -> bool:
         """Whether anything listens to the server-side blink table (a view, a Barrage subscription)."""
-        import jpy
-
-        base = jpy.get_type("io.deephaven.engine.table.impl.BaseTable")
-        return bool(jpy.cast(self.table.j_table, base).hasListeners())
+        return has_listeners(self.table)
 
 
 @pytest.fixture(scope="module")

@@ -126,7 +126,7 @@ class RemoteSource:
                 yield RemoteEpoch(view, kinds, self)
                 return
             with self._exported(view.snapshot, "snapshotting the epoch") as snapshot:
-                _release(view)  # only the static snapshot is needed from here on
+                release_export(view)  # only the static snapshot is needed from here on
                 yield RemoteEpoch(snapshot, kinds, self)
 
     @contextlib.contextmanager
@@ -140,7 +140,7 @@ class RemoteSource:
         try:
             yield exported
         finally:
-            _release(exported)
+            release_export(exported)
 
     def check_open(self, doing: str) -> None:
         """Raises :class:`RemoteReadError` if the Session was closed."""
@@ -151,7 +151,7 @@ class RemoteSource:
 
     def read_error(self, doing: str, error: BaseException) -> RemoteReadError:
         """The error to raise (chained to ``error``) when ``doing`` failed."""
-        cause = _describe(error)
+        cause = describe_error(error)
         return RemoteReadError(f"{self._where}: {doing} from Deephaven server {self.server} failed: {cause}")
 
 
@@ -325,15 +325,15 @@ def _fill(
         mask[at : at + n] = array.is_null().to_numpy(zero_copy_only=False)
 
 
-def _release(table: Any) -> None:
-    """Releases a server-side export; quietly does nothing when the connection is already gone."""
-    if table.is_closed:
+def release_export(table: Any) -> None:
+    """Releases a server-side export; quietly nothing when None, already released, or the connection is gone."""
+    if table is None or table.is_closed:
         return
     with contextlib.suppress(Exception):  # a dropped connection: the server frees the session's exports itself
         table.close()
 
 
-def _describe(error: BaseException) -> str:
+def describe_error(error: BaseException) -> str:
     """One line about ``error`` and its causes (pydeephaven wraps gRPC / Flight errors in DHError)."""
     parts = []
     seen: BaseException | None = error

@@ -40,6 +40,7 @@ import numpy as np
 
 from dh_tf.errors import ArgumentError, ArgumentTypeError
 from dh_tf.sources import open_source
+from dh_tf.sources.remote import release_export
 
 INTEGER_TYPES = ("byte", "short", "int", "long")
 NUMERIC_TYPES = (*INTEGER_TYPES, "float", "double")
@@ -247,6 +248,4 @@ class _Query:
             yield keep
         finally:
             for exported in reversed(exports):
-                if not exported.is_closed:
-                    with contextlib.suppress(Exception):  # a dropped connection frees the session's exports
-                        exported.close()
+                release_export(exported)

@@ -48,11 +48,11 @@ from dh_tf.live.follow import Follower, follow
 from dh_tf.reading.layout import ColumnSpec
 from dh_tf.sources.column_types import COLUMN_KINDS
 from dh_tf.sources.engine import check_table
-from dh_tf.sources.remote import RemoteSource
+from dh_tf.sources.remote import RemoteSource, release_export
 from dh_tf.sources.remote_follow import DEFAULT_INTERVAL_S, RemoteFollowSource
 from dh_tf.write import engine_write
 from dh_tf.write.output_spec import Outputs, OutputSpec, parse_keep
-from dh_tf.write.remote_sink import RemoteLiveSink, bind_as_arg, call, is_remote, release
+from dh_tf.write.remote_sink import RemoteLiveSink, bind_as_arg, call, is_remote
 from dh_tf.write.scoring import Scorer, cast_features, empty_features, feature_columns, make_predictor, num_rows
 from dh_tf.write.sinks import COLUMN_TYPE_OF_DTYPE, LiveSink
 
@@ -257,7 +257,7 @@ class _KeptColumns:
             view, self._view = self._view, None
         if scope is not None:
             scope.release()
-        release(view)
+        release_export(view)
 
 
 class LivePredictions:

@@ -22,7 +22,8 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-from dh_tf.write.remote_sink import arrow_type, call, release
+from dh_tf.sources.remote import release_export
+from dh_tf.write.remote_sink import arrow_type, call
 
 THREAD_NAME = "dh_tf-publish-remote"
 
@@ -61,7 +62,7 @@ class RemoteRowPublisher:
             try:
                 call(where, session, f"binding the table as {bind_as!r}", lambda: session.bind_table(bind_as, self.table))
             except BaseException:
-                release(self.table)
+                release_export(self.table)
                 raise
         self._queue: collections.deque[Mapping[str, Any]] = collections.deque()
         self._num_added = 0
@@ -111,7 +112,7 @@ class RemoteRowPublisher:
     def close(self, timeout_s: float = 10.0) -> None:
         """Flushes, then releases the client's export of the table (a bound table stays on the server)."""
         self.flush(timeout_s)
-        release(self.table)
+        release_export(self.table)
 
     def _run(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -150,4 +151,4 @@ class RemoteRowPublisher:
         try:
             call(self._where, self._session, doing, lambda: self.table.add(piece))
         finally:
-            release(piece)
+            release_export(piece)

@@ -39,7 +39,7 @@ import numpy as np
 
 from dh_tf.errors import ArgumentError, ArgumentTypeError, RemoteWriteError
 from dh_tf.sources.column_types import COLUMN_KINDS
-from dh_tf.sources.remote import _describe as describe_error
+from dh_tf.sources.remote import describe_error, release_export
 
 ROW_COLUMN = "__dh_tf_row"
 """The position column a static piece carries to be paired with the kept columns (dropped from the result)."""
@@ -90,14 +90,6 @@ def call(where: str, session: Any, doing: str, make: Any) -> Any:
         raise write_error(where, session, doing, error) from error
 
 
-def release(table: Any) -> None:
-    """Releases a server-side export; quietly nothing when already released or the connection is gone."""
-    if table is None or table.is_closed:
-        return
-    with contextlib.suppress(Exception):  # a dropped connection: the server frees the session's exports itself
-        table.close()
-
-
 def arrow_type(kind: str) -> Any:
     """The Arrow type that the server reads as the Deephaven type ``kind`` (a type name or a RowPublisher kind)."""
     import pyarrow as pa
@@ -144,11 +136,11 @@ def remote_static(table: Any, columns: list[str], where: str) -> Iterator[Any]:
     try:
         snapshot = call(where, session, "snapshotting the input", view.snapshot)
     finally:
-        release(view)
+        release_export(view)
     try:
         yield snapshot
     finally:
-        release(snapshot)
+        release_export(snapshot)
 
 
 class RemoteTableSink:
@@ -213,7 +205,7 @@ class RemoteTableSink:
         result = self._call(doing, lambda: merged.drop_columns(self._row)) if self._keep else merged
         if result is not merged:
             self._temporary.remove(merged)
-            release(merged)
+            release_export(merged)
         if self._bind_as is not None:
             call(self._where, self._session, f"binding the result as {self._bind_as!r}",
                  lambda: self._session.bind_table(self._bind_as, result))
@@ -227,11 +219,11 @@ class RemoteTableSink:
 
     def _release_temporary(self) -> None:
         while self._temporary:
-            release(self._temporary.pop())
+            release_export(self._temporary.pop())
 
     def _release_pieces(self) -> None:
         while self._pieces:
-            release(self._pieces.pop())
+            release_export(self._pieces.pop())
 
 
 class RemoteLiveSink:
@@ -262,7 +254,7 @@ class RemoteLiveSink:
             try:
                 call(where, session, f"binding the result as {bind_as!r}", lambda: session.bind_table(bind_as, self.table))
             except BaseException:
-                release(self.table)
+                release_export(self.table)
                 raise
 
     def write(self, offset: int, columns: Mapping[str, np.ndarray]) -> None:
@@ -278,7 +270,7 @@ class RemoteLiveSink:
         try:
             call(self._where, self._session, doing, lambda: self.table.add(piece))
         finally:
-            release(piece)
+            release_export(piece)
 
     def fail(self, error: BaseException) -> None:
         """Nothing to do: a client cannot fail a server table (the error is kept by the caller)."""
