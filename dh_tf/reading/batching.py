@@ -15,6 +15,8 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from dh_tf.reading.buffers import concatenate_rows
+
 Arrays = list  # one numpy array per field, all with the same number of rows
 
 
@@ -51,7 +53,7 @@ def align_groups(pages: Iterable[Sequence[np.ndarray]], batch_size: int, drop_re
             offset = take
             if carried < batch_size:
                 continue
-            yield [np.concatenate(parts) for parts in zip(*carry)]
+            yield [concatenate_rows(list(parts)) for parts in zip(*carry)]
             carry, carried = [], 0
         whole = (rows - offset) // batch_size * batch_size
         if whole:
@@ -60,7 +62,7 @@ def align_groups(pages: Iterable[Sequence[np.ndarray]], batch_size: int, drop_re
             carry = [[a[offset + whole :] for a in page]]
             carried = rows - offset - whole
     if carried and not drop_remainder:
-        yield [np.concatenate(parts) for parts in zip(*carry)]
+        yield [concatenate_rows(list(parts)) for parts in zip(*carry)]
 
 
 def split_batches(group: Sequence[np.ndarray], batch_size: int) -> Iterator[Arrays]:

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from dh_tf.errors import ArgumentError, ArgumentTypeError, CacheError, CacheSpaceError, UsageError
+from dh_tf.reading.buffers import empty_aligned
 from dh_tf.reading.layout import Layout
 from dh_tf.reading.pages import PageReader, deliver
 from dh_tf.reading.plan import PagePlan
@@ -188,7 +189,7 @@ class EpochCache:
         arrays = []
         with self._in_use():
             for fd, row_bytes, field in zip(self._fds, self._row_bytes, self._fields):
-                out = np.empty((rows, *field.shape), dtype=field.dtype)
+                out = empty_aligned((rows, *field.shape), field.dtype)
                 view = memoryview(out).cast("B")
                 offset = 0
                 for start, stop in spans:
