@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import dh_tf
-from dh_tf.errors import CacheSpaceError
+from dh_tf.errors import CacheError, CacheSpaceError
 from dh_tf.sources.engine import EngineEpoch
 
 
@@ -155,7 +155,7 @@ def test_bad_cache_arguments(table, value, error, message):
 
 FULL_DISK_SCRIPT = """
 import os, subprocess, sys, tempfile
-from dh_tf.errors import CacheSpaceError
+from dh_tf.errors import CacheError, CacheSpaceError
 from dh_tf.reading.epoch_cache import EpochCache
 from dh_tf.reading.layout import build_layout
 
@@ -255,3 +255,28 @@ def test_close_from_another_thread_while_readers_run_never_breaks_a_page(table):
         got = np.concatenate(seen) if seen else np.empty(0, np.int64)
         assert np.array_equal(got, np.arange(len(got)))  # every batch delivered was whole and in order
         assert loader.cache_directory is None and not os.path.exists(directory)  # removed by the last reader
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_cached_numpy_batches_are_writable_and_writing_them_changes_no_later_epoch(table, shuffle):
+    """Cached pages are private (copy-on-write) mappings of the files (NOTE [ Mapped cache reads ])."""
+    with dh_tf.TableLoader(table, ["X", "Id"], "Id", batch_size=1000, page_rows=70_000, cache=True,
+                           shuffle=shuffle, seed=5) as loader:
+        first = [(x.copy(), y.copy()) for x, y in loader]
+        for _ in range(2):
+            loader.set_epoch(0)
+            for (x, y), (x0, y0) in zip(loader, first, strict=True):
+                assert x.flags.writeable and y.flags.writeable
+                assert x.tobytes() == x0.tobytes() and y.tobytes() == y0.tobytes()
+                x[...] = -1.0  # changes this batch only
+                y[...] = -1
+
+
+def test_a_cache_file_cut_from_outside_is_a_cache_error_not_a_crash(table):
+    with dh_tf.TableLoader(table, "Id", batch_size=1000, page_rows=70_000, cache=True) as loader:
+        epoch(loader)
+        (path,) = Path(loader.cache_directory).iterdir()
+        os.truncate(path, 100_000)
+        with pytest.raises(CacheError, match=r"dh_tf cache: '.*field0\.bin' holds 100000 bytes, fewer than "
+                                                   r"the \d+ its covered rows need"):
+            epoch(loader)

@@ -7,9 +7,9 @@ field, each row at ``position * row_bytes``, so any span of positions is one con
 A page's spans are marked *covered* only after all of its bytes are written; a page is served from
 the cache only when all its spans are covered. So an epoch that stopped half-way (``break``, an
 error) leaves a cache that is partly covered and never wrong: the next epoch reads the covered
-pages from disk and the others from the source, filling them in. Later epochs (any shuffle) read
-``os.preadv`` ranges straight into new numpy arrays: no JVM work, no GIL held during the copy, and
-no ``mmap`` (file-backed pages would count in RSS), so RSS stays bounded by the pages in flight.
+pages from disk and the others from the source, filling them in. Later epochs (any shuffle) map the
+file ranges of each page (NOTE [ Mapped cache reads ]): no JVM work and, unshuffled, no copy at all;
+RSS stays bounded by the pages in flight.
 Only static tables: a refreshing table changes between epochs. The loader owns the files: they are
 removed by ``close()`` or when the cache is garbage-collected, and the whole file size is reserved
 up front (``posix_fallocate``), so a full disk fails at once, with nothing left behind.
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import mmap
 import os
 import shutil
 import tempfile
@@ -31,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from dh_tf.errors import ArgumentError, ArgumentTypeError, CacheError, CacheSpaceError, UsageError
-from dh_tf.reading.buffers import empty_aligned
+from dh_tf.reading.buffers import concatenate_rows
 from dh_tf.reading.layout import Layout
 from dh_tf.reading.pages import PageReader, deliver
 from dh_tf.reading.plan import PagePlan
@@ -179,24 +180,24 @@ class EpochCache:
                     self._covered = _add(self._covered, span)
 
     def read(self, spans: Sequence[Span]) -> list[np.ndarray]:
-        """New arrays, one per field, holding the rows of ``spans`` in read order.
+        """One array per field holding the rows of ``spans`` in read order (NOTE [ Mapped cache reads ]).
 
         Raises:
             UsageError: the cache was closed.
-            CacheError: a file could not be read in full (the cache was damaged from outside).
+            CacheError: a file is shorter than the rows asked for (the cache was damaged from outside).
         """
-        rows = sum(stop - start for start, stop in spans)
         arrays = []
         with self._in_use():
             for fd, row_bytes, field in zip(self._fds, self._row_bytes, self._fields):
-                out = empty_aligned((rows, *field.shape), field.dtype)
-                view = memoryview(out).cast("B")
-                offset = 0
-                for start, stop in spans:
-                    size = (stop - start) * row_bytes
-                    _read_all(fd, view[offset : offset + size], (start - self.first_row) * row_bytes)
-                    offset += size
-                arrays.append(out)
+                end = (max((stop for _, stop in spans), default=self.first_row) - self.first_row) * row_bytes
+                size = os.fstat(fd).st_size
+                if size < end:  # a mapping past the end would kill the process (SIGBUS) when read
+                    raise CacheError(errno.EIO, f"dh_tf cache: {self.paths[len(arrays)]!r} holds {size} bytes, "
+                                                f"fewer than the {end} its covered rows need")
+                parts = [_mapped(fd, (start - self.first_row) * row_bytes, (stop - start) * row_bytes)
+                         for start, stop in spans if stop > start]
+                rows = parts[0] if len(parts) == 1 else concatenate_rows(parts) if parts else np.empty(0, np.uint8)
+                arrays.append(rows.view(field.dtype).reshape(-1, *field.shape))
         return arrays
 
     def close(self) -> None:
@@ -273,12 +274,30 @@ def _write_all(fd: int, data: memoryview, offset: int) -> None:
         data, offset = data[written:], offset + written
 
 
-def _read_all(fd: int, out: memoryview, offset: int) -> None:
-    while len(out):
-        got = os.preadv(fd, [out], offset)
-        if got == 0:
-            raise CacheError(errno.EIO, f"dh_tf cache: file ended early at byte {offset}")
-        out, offset = out[got:], offset + got
+def _mapped(fd: int, offset: int, size: int) -> np.ndarray:
+    """The ``size`` bytes at ``offset`` of ``fd`` as a uint8 array over a new private mapping of them.
+
+    NOTE [ Mapped cache reads ]
+    A cached page is not copied out of the file: each of its spans is mapped and handed on as an
+    array over that mapping. An unshuffled page is one span, so the array TensorFlow gets *is* the
+    page cache (NOTE [ Aligned page arrays ]: a mapping starts on a memory page, and a page's span
+    starts on a multiple of ``batch_size`` rows); a shuffled page's spans are gathered by the
+    permutation into a new array (``deliver``), as before. The mapping is private and writable
+    (``MAP_PRIVATE``, copy on write): TensorFlow may reuse an input tensor's buffer for an op's
+    output (buffer forwarding), and a numpy user may write into a batch; either gets its own copy of
+    the memory page it writes, and the cache file never changes (a read-only mapping crashed Keras
+    ``fit`` with SIGSEGV). Pages are faulted in on first touch: ``MADV_POPULATE_READ`` up front was
+    no faster. A mapping lives as long as an array (or a tensor) refers to it and is unmapped with the
+    last one, so RSS holds only the pages in flight (a mapping's pages count in RSS while it lives,
+    as a page array's would), and ``close()`` may remove the files while a page is in flight (the
+    mapping keeps the file's pages until then). The file's size is checked before mapping: reading a
+    mapping past the end of a file that was cut from outside would kill the process (SIGBUS)
+    instead of raising ``CacheError``.
+    """
+    start = offset - offset % mmap.ALLOCATIONGRANULARITY
+    mapping = mmap.mmap(fd, offset + size - start, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE,
+                        offset=start)
+    return np.frombuffer(mapping, dtype=np.uint8, count=size, offset=offset - start)
 
 
 def _remove(directory: str, fds: list[int]) -> None:
