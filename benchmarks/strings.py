@@ -4,25 +4,32 @@ Standalone: starts its own embedded server. Builds, in the heap, a table of ``--
 String column ``Sym`` (``--symbols`` distinct values with skewed frequencies, about 1% nulls filled
 with ``"[UNK]"``) and a float64 column ``Price``; then times full passes over ``Price`` alone, ``Sym``
 alone, and both (one reader thread, no prefetch): the TableLoader's numpy pages, and ``to_dataset``
-consumed in graph mode (``ds.reduce``: ``tf.string`` tensors made from the ``str`` objects). Prints
-the median of ``--passes`` warm passes as ns per row and the String / float64 ratio. The target
-(issue 15) is a String column <= 3x a float64 column per row in the read path.
+consumed in graph mode (``ds.reduce``: ``tf.string`` tensors made from the ``str`` objects), and
+the integer-code fast path (``SymCode``: the rank in ``dh_tf.vocabulary``, joined in DQL). Cases
+alternate round by round; writes strings.md / strings.json (ns per row, min / median / max, and the
+ratio to the float64 column). The target (issue 15) is a String column <= 3x a float64 column per
+row in the read path.
 
-    .venv/bin/python benchmarks/strings.py --rows 2000000
+    .venv/bin/python -m benchmarks.strings --out benchmarks/results/third-wave
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
+from pathlib import Path
+
+from benchmarks.report import machine_info
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--symbols", type=int, default=5000)
-    parser.add_argument("--passes", type=int, default=3)
+    parser.add_argument("--passes", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/third-wave"))
     parser.add_argument("--heap", default="2g")
     args = parser.parse_args()
 
@@ -45,30 +52,59 @@ def main() -> None:
         f"Sym = i % 97 == 13 ? null : `SYM` + (long)Math.floor(Math.pow({args.symbols} + 1.0, U) - 1)",
         "Price = 100.0 + Math.sin(i * 0.001)",
     ])
-    cases = {"float64 Price": "Price", "String Sym": "Sym", "String Sym + float64 Price": {"s": "Sym", "p": "Price"}}
+    # The fast path for a categorical: integer codes joined in the engine (rank in the vocabulary, 0 = null/unseen).
+    vocabulary = dh_tf.vocabulary(table, "Sym")
+    from deephaven import new_table
+    from deephaven.column import int_col, string_col
+
+    lookup = new_table([string_col("Sym", vocabulary), int_col("SymCode", list(range(1, len(vocabulary) + 1)))])
+    table = table.natural_join(lookup, on="Sym", joins="SymCode")
+    cases = {"float64 Price": "Price", "String Sym": "Sym", "String Sym + float64 Price": {"s": "Sym", "p": "Price"},
+             "int32 SymCode (codes)": "SymCode"}
     options = dict(batch_size=4096, page_rows=262_144, reader_threads=1, prefetch=0, read_path="engine",
-                   dtype="float64", nulls={"Sym": "[UNK]"})
-    results: dict[str, dict[str, float]] = {}
+                   nulls={"Sym": "[UNK]", "SymCode": 0})
+    consumers = ("TableLoader", "to_dataset")
+    arms = {}
     for name, features in cases.items():
-        loader = dh_tf.TableLoader(table, features, **options)
-        dataset = dh_tf.dataset_from_loader(loader)
-        results[name] = {}
-        for consumer in ("TableLoader", "to_dataset"):
-            times = []
-            for _ in range(args.passes + 1):  # the first pass warms the JIT and the heap
+        dtype = "int32" if name.startswith("int32") else "float64"
+        loader = dh_tf.TableLoader(table, features, **options, dtype=dtype)
+        arms[name] = (loader, dh_tf.dataset_from_loader(loader))
+    ns: dict[str, dict[str, list[float]]] = {name: {c: [] for c in consumers} for name in cases}
+    machine = machine_info()
+    for round_ in range(args.passes + 1):  # round 0 warms the JIT and the heap; not reported
+        for consumer in consumers:
+            for name, (loader, dataset) in arms.items():  # interleaved: every case once per round
                 start = time.perf_counter()
                 if consumer == "TableLoader":
                     rows = sum(len(next(iter(x.values())) if isinstance(x, dict) else x) for x in loader.iter_groups())
                 else:
                     rows = int(dataset.reduce(0, lambda count, x: count + tf.shape(tf.nest.flatten(x)[0])[0]))
-                times.append(time.perf_counter() - start)
-            assert rows == args.rows, (rows, args.rows)
-            results[name][consumer] = statistics.median(times[1:]) / rows * 1e9
-            print(f"{name:28s} {consumer:12s} {rows:>9d} rows  {results[name][consumer]:8.1f} ns/row", flush=True)
-    for consumer in ("TableLoader", "to_dataset"):
-        base = results["float64 Price"][consumer]
+                assert rows == args.rows, (rows, args.rows)
+                if round_:
+                    ns[name][consumer].append((time.perf_counter() - start) / rows * 1e9)
+    lines = [
+        "# A String column vs a float64 column in the read path", "",
+        f"Command: `python -m benchmarks.strings --rows {args.rows} --symbols {args.symbols} --passes {args.passes}`; "
+        f"commit `{machine.get('git_commit')}`" + (" plus uncommitted changes" if machine.get("git_dirty") else "")
+        + f"; {machine['cpu']}, {machine['cores']} cores; load before {machine['load_avg_before']}; {machine['date']}.", "",
+        f"{args.rows:,} in-heap rows, {args.symbols} skewed symbols (about 1% null, filled with `[UNK]`), one reader "
+        "thread, no prefetch, batch 4096; ns per row over the warm passes (cases interleaved, round by round); the "
+        "ratio is to the float64 column with the same consumer (best / median). `int32 SymCode` is the integer-code "
+        "fast path: the rank in `dh_tf.vocabulary`, joined in the engine (`natural_join`).", "",
+        "| case | consumer | min ns/row | median | max | vs float64 (best) | vs float64 (median) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for consumer in consumers:
+        base = ns["float64 Price"][consumer]
         for name in cases:
-            print(f"{consumer:12s} {name:28s} {results[name][consumer] / base:5.2f}x the float64 column")
+            values = ns[name][consumer]
+            lines.append(f"| {name} | {consumer} | {min(values):.1f} | {statistics.median(values):.1f} | {max(values):.1f} "
+                         f"| {min(values) / min(base):.2f}x | {statistics.median(values) / statistics.median(base):.2f}x |")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "strings.md").write_text("\n".join(lines) + "\n")
+    (args.out / "strings.json").write_text(json.dumps({"machine": machine, "args": vars(args) | {"out": str(args.out)},
+                                                       "ns_per_row": ns}, indent=1))
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

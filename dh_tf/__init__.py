@@ -29,7 +29,7 @@ from dh_tf.errors import (
 )
 from dh_tf.live.follow import Follower, follow
 from dh_tf.reading.loader import TableLoader, default_reader_threads
-from dh_tf.tf.adapt import adapt, vocabulary
+from dh_tf.tf.adapt import adapt, integer_codes, vocabulary
 from dh_tf.tf.background import fit_in_background
 from dh_tf.tf.dataset import dataset_from_loader, to_dataset
 from dh_tf.tf.follow_dataset import follow_dataset
@@ -71,6 +71,7 @@ __all__ = [
     "fit_in_background",
     "follow",
     "follow_dataset",
+    "integer_codes",
     "plot_metrics",
     "predict_follow",
     "predict_table",

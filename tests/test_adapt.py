@@ -155,6 +155,53 @@ def test_an_adapted_lookup_feeds_a_model(tokens):
     assert model(np.array([["apple"], ["nope"]])).shape == (2, 1)
 
 
+# --- integer codes ------------------------------------------------------------------------------------
+
+
+def _lookup_codes(vocabulary, values, layer):
+    """What a Keras lookup layer built on ``vocabulary`` returns for ``values`` (a null is code 0)."""
+    known = [v for v in values if v is not None]
+    codes = iter(keras.ops.convert_to_numpy(layer(vocabulary=vocabulary)(np.array(known))).tolist())
+    return [0 if v is None else next(codes) for v in values]
+
+
+def test_integer_codes_equal_string_lookup_on_its_vocabulary(tokens, to_numpy):
+    vocabulary = dh_tf.vocabulary(tokens, "S")
+    coded = dh_tf.integer_codes(tokens, "S")
+    assert coded.columns[-1].name == "SCode" and str(coded.columns[-1].data_type) == "int"
+    values = list(to_numpy(tokens, "S"))
+    expected = _lookup_codes(vocabulary, values, keras.layers.StringLookup)
+    assert to_numpy(coded, "SCode").tolist() == expected
+    assert set(expected) == set(range(len(vocabulary) + 1))  # every code, 0 for the nulls
+    with dh_tf.TableLoader(coded, "SCode", batch_size=64, dtype="int32", cache=True) as loader:  # cacheable
+        for _ in range(2):
+            assert np.concatenate(list(loader)).tolist() == expected
+
+
+def test_integer_codes_of_a_given_vocabulary_code_unseen_values_zero(tokens, to_numpy):
+    vocabulary = [7, 100, 5, -(2**35)]  # a part of L's values, in an order of our own
+    coded = dh_tf.integer_codes(tokens, "L", vocabulary=vocabulary, name="Code")
+    values = [None if v == NULL_LONG else int(v) for v in to_numpy(tokens, "L")]
+    layer = lambda vocabulary: keras.layers.IntegerLookup(vocabulary=vocabulary, mask_token=None)  # noqa: E731
+    assert to_numpy(coded, "Code").tolist() == _lookup_codes(vocabulary, values, layer)
+
+
+def test_integer_codes_refuse_bad_arguments(tokens):
+    with pytest.raises(ArgumentError, match=r"integer_codes: the table already has a column 'L'; pass another name="):
+        dh_tf.integer_codes(tokens, "S", name="L")
+    with pytest.raises(ArgumentTypeError, match=r"integer_codes: column 'S' has type java.lang.String; integer codes "
+                                                r"needs one of .*|integer_codes: the vocabulary does not fit column 'S'"):
+        dh_tf.integer_codes(tokens, "S", vocabulary=[1, 2])
+    with pytest.raises(ArgumentTypeError, match=r"integer_codes: the vocabulary does not fit column 'I' \(int\)"):
+        dh_tf.integer_codes(tokens, "I", vocabulary=[2**40])
+    with pytest.raises(ArgumentTypeError, match=r"integer_codes: name must be a column name \(a str identifier\), "
+                                                r"got 'a b'"):
+        dh_tf.integer_codes(tokens, "S", name="a b")
+    with pytest.raises(ArgumentTypeError, match=r"integer_codes: vocabulary must be a list of the column's values "
+                                                r"\(got str\)"):
+        dh_tf.integer_codes(tokens, "S", vocabulary="apple")
+
+
 # --- Normalization ------------------------------------------------------------------------------------
 
 
@@ -282,6 +329,15 @@ def test_remote_vocabulary_and_normalization_equal_the_embedded_ones(session, to
 
 
 # --- errors -------------------------------------------------------------------------------------------
+
+
+def test_remote_integer_codes_equal_the_embedded_ones(session, tokens, to_numpy):
+    table = session.open_table("adapt_test_tokens")
+    before = server_exports(session)
+    remote = dh_tf.integer_codes(table, "S")
+    assert server_exports(session) == before + 1  # the result, the caller's: the upload and the join were released
+    got = remote.to_arrow().column("SCode").to_pylist()
+    assert got == to_numpy(dh_tf.integer_codes(tokens, "S"), "SCode").tolist()
 
 
 def test_an_unsupported_layer_names_the_supported_ones(tokens):

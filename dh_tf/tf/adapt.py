@@ -1,4 +1,4 @@
-"""Keras preprocessing layers adapted from engine aggregations: ``vocabulary`` and ``adapt``.
+"""Keras preprocessing layers adapted from engine aggregations: ``vocabulary``, ``integer_codes`` and ``adapt``.
 
 The statistics are computed server-side by ``sources/statistics.py`` (only their small results
 reach Python); this module only talks to Keras, imported when first called.
@@ -66,6 +66,48 @@ def vocabulary(table: Any, column: str, *, max_tokens: int | None = None, min_co
     min_count = int_arg(min_count, "min_count", "vocabulary", minimum=1)
     values, _ = statistics.value_counts(table, column, "vocabulary", max_values=max_tokens, min_count=min_count)
     return values
+
+
+def integer_codes(table: Any, column: str, *, vocabulary: Sequence[Any] | None = None, name: str | None = None) -> Any:
+    """``table`` with an int32 column of codes for ``column``'s values, computed in the engine.
+
+    The code of a row is 1 + the index of its value in ``vocabulary``, and 0 for a null or a value
+    not in it: exactly what ``keras.layers.StringLookup(vocabulary=vocabulary)`` (or
+    ``IntegerLookup(vocabulary=vocabulary, mask_token=None)``) returns for that value, so
+    ``keras.layers.Embedding(len(vocabulary) + 1, d)`` takes the codes as they come. Reading an
+    int32 column is much cheaper than reading a String (``benchmarks/strings.py``) and the epoch
+    cache can hold it (NOTE [ Integer codes ]).
+
+    Args:
+        table: an embedded ``deephaven.table.Table`` or a ``pydeephaven.table.Table``.
+        column: a String or integer (``byte``, ``short``, ``int``, ``long``) column.
+        vocabulary: the values to code; None: ``dh_tf.vocabulary(table, column)`` (computed in the engine).
+        name: the new column's name; None: ``column + "Code"``.
+
+    Returns:
+        A new table of the same kind: ``table``'s columns and the codes (``natural_join`` + ``update_view``).
+
+    Raises:
+        ArgumentTypeError: ``table`` is not a table, ``column`` is not a str or of another type,
+            ``name`` is not a str, or a vocabulary value does not fit the column's type.
+        ArgumentError: no such column, or ``name`` is already one.
+        RemoteReadError: the remote server failed.
+
+    Example:
+        >>> trades = dh_tf.integer_codes(trades, "Sym")              # adds SymCode: 1.. by frequency, 0 = null
+        >>> ds = dh_tf.to_dataset(trades, {"sym": "SymCode", "num": ["Price"]}, "Label", cache=True)
+    """
+    if name is None:
+        name = f"{column}Code" if isinstance(column, str) else ""
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ArgumentTypeError(f"integer_codes: name must be a column name (a str identifier), got {name!r}")
+    if vocabulary is None:
+        vocabulary = statistics.value_counts(table, column, "integer_codes")[0]
+    elif isinstance(vocabulary, (str, bytes)) or not isinstance(vocabulary, Sequence):
+        raise ArgumentTypeError(
+            f"integer_codes: vocabulary must be a list of the column's values (got {type(vocabulary).__name__})"
+        )
+    return statistics.with_codes(table, column, vocabulary, name, "integer_codes")
 
 
 def adapt(layer: Any, table: Any, columns: str | Sequence[str]) -> Any:
