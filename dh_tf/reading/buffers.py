@@ -7,7 +7,9 @@ tensor *references* the array (TensorFlow keeps a reference until the tensor die
 copies the whole array. numpy's ``np.empty`` of a large array returns ``malloc`` memory, 16 bytes
 past a page boundary, so every page used to be copied once more on TensorFlow's side. Measured in one
 process (``benchmarks/aligned.py``: 32 MiB pages of 16 float32 + int32, batch 4096, ``ds.reduce``):
-the same generator pipeline delivered about 1.5x the rows per second with aligned arrays.
+the same generator pipeline delivered 1.39x the rows per second with aligned arrays (best pass; 1.36x
+median), and 3.77x with pages mapped from a file (NOTE [ Mapped cache reads ]): results in
+``benchmarks/results/third-wave/aligned.md``.
 
 Every page array a loader yields is made here (read from the engine, from a remote table, from the
 epoch cache, or gathered by the shuffle permutation), and pages hold whole batches (NOTE [ Page size
