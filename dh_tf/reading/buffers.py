@@ -11,10 +11,11 @@ the same generator pipeline delivered 1.39x the rows per second with aligned arr
 median), and 3.77x with pages mapped from a file (NOTE [ Mapped cache reads ]): results in
 ``benchmarks/results/third-wave/aligned.md``.
 
-Every page array a loader yields is made here (read from the engine, from a remote table, from the
-epoch cache, or gathered by the shuffle permutation), and pages hold whole batches (NOTE [ Page size
-]), so the groups cut from them start aligned too. A page array is never written after it is
-yielded: TensorFlow may still be reading it.
+Every page array a loader yields is made here (read from the engine or a remote table, gathered by
+the shuffle permutation, or joined from a cached page's spans) or is a mapping of the epoch cache
+(page-aligned), and pages hold whole batches (NOTE [ Page size ]), so the groups cut from them start
+aligned too. dh_tf never touches a page array after yielding it: TensorFlow may still read it, and
+may even write into it (an op may reuse an input buffer it holds the only reference to).
 """
 
 from __future__ import annotations
