@@ -16,7 +16,6 @@ fed three ways, interleaved pass by pass (A B C A B C ...):
 from __future__ import annotations
 
 import argparse
-import json
 import mmap
 import os
 import statistics
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.report import machine_info
+from benchmarks.report import machine_info, provenance, write_named_results
 
 
 def main() -> None:
@@ -97,9 +96,7 @@ def main() -> None:
             os.close(fd)
     lines = [
         "# Pages into TensorFlow: copied or referenced", "",
-        f"Command: `python -m benchmarks.aligned --rows {args.rows} --page-rows {args.page_rows} --passes {args.passes}`; "
-        f"commit `{machine.get('git_commit')}`" + (" plus uncommitted changes" if machine.get("git_dirty") else "")
-        + f"; {machine['cpu']}, {machine['cores']} cores; load before {machine['load_avg_before']}; {machine['date']}.", "",
+        provenance(f"python -m benchmarks.aligned --rows {args.rows} --page-rows {args.page_rows} --passes {args.passes}", machine), "",
         f"{rows:,} rows of 16 float32 + int32 in pages of {page:,} rows, batch {batch}, `ds.reduce`; M rows/s over "
         f"{args.passes} warm passes per arm, interleaved (the cold first round is left out).", "",
         "| pages | min | median | max | best vs numpy_empty | median vs numpy_empty |", "|---|---|---|---|---|---|",
@@ -109,11 +106,7 @@ def main() -> None:
         m = [v / 1e6 for v in values]
         lines.append(f"| `{name}` | {min(m):.2f} | {statistics.median(m):.2f} | {max(m):.2f} | "
                      f"{max(values) / max(base):.2f}x | {statistics.median(values) / statistics.median(base):.2f}x |")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "aligned.md").write_text("\n".join(lines) + "\n")
-    (args.out / "aligned.json").write_text(json.dumps({"machine": machine, "args": vars(args) | {"out": str(args.out)},
-                                                       "rows_per_s": passes}, indent=1))
-    print("\n".join(lines))
+    write_named_results(args.out, "aligned", lines, machine, args, {"rows_per_s": passes})
 
 
 if __name__ == "__main__":

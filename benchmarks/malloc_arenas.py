@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.report import machine_info
+from benchmarks.report import machine_info, provenance, write_named_results
 
 SETTINGS = {"capped (start_server default: 2)": None, "glibc default (MALLOC_ARENA_MAX=16)": "16"}
 CHILD = r"""
@@ -88,10 +88,8 @@ def main() -> None:
                 results[setting][key].extend(values)
     lines = [
         "# Malloc arenas and TensorFlow reads beside the engine", "",
-        f"Command: `python -m benchmarks.malloc_arenas --rows {args.rows} --passes {args.passes} "
-        f"--processes {args.processes}`; commit `{machine.get('git_commit')}`"
-        + (" plus uncommitted changes" if machine.get("git_dirty") else "")
-        + f"; {machine['cpu']}, {machine['cores']} cores; load before {machine['load_avg_before']}; {machine['date']}.", "",
+        provenance(f"python -m benchmarks.malloc_arenas --rows {args.rows} --passes {args.passes} "
+                   f"--processes {args.processes}", machine), "",
         "M rows/s over every timed pass (processes alternate between the settings).", "",
         "| setting | read | min | median | max |", "|---|---|---|---|---|",
     ]
@@ -99,11 +97,7 @@ def main() -> None:
         for read, values in reads.items():
             m = [v / 1e6 for v in values]
             lines.append(f"| {setting} | {read} | {min(m):.2f} | {statistics.median(m):.2f} | {max(m):.2f} |")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "malloc_arenas.md").write_text("\n".join(lines) + "\n")
-    (args.out / "malloc_arenas.json").write_text(json.dumps({"machine": machine, "args": vars(args) | {"out": str(args.out)},
-                                                             "rows_per_s": results}, indent=1))
-    print("\n".join(lines))
+    write_named_results(args.out, "malloc_arenas", lines, machine, args, {"rows_per_s": results})
 
 
 if __name__ == "__main__":

@@ -77,6 +77,22 @@ def git_state() -> dict[str, Any]:
             "git_changed_files": [line[3:] for line in changed][:50]}
 
 
+def provenance(command: str, machine: dict[str, Any]) -> str:
+    """The line a results file opens with: the command, the commit measured, the machine, the load and the date."""
+    dirty = " plus uncommitted changes" if machine.get("git_dirty") else ""
+    return (f"Command: `{command}`; commit `{machine.get('git_commit')}`{dirty}; {machine['cpu']}, {machine['cores']} "
+            f"cores; load before {machine['load_avg_before']}; {machine['date']}.")
+
+
+def write_named_results(out: Path, name: str, lines: list[str], machine: dict[str, Any], args: Any, data: dict[str, Any]) -> None:
+    """Writes ``out/name.md`` (``lines``) and ``out/name.json`` (machine, arguments and ``data``), and prints the lines."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+    payload = {"machine": machine, "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, **data}
+    (out / f"{name}.json").write_text(json.dumps(payload, indent=1))
+    print("\n".join(lines))
+
+
 def rate(value: float | None) -> str:
     """Rows/s in millions: ``5.23 M``."""
     return "—" if value is None else f"{value / 1e6:.2f} M"

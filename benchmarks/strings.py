@@ -16,12 +16,11 @@ row in the read path.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
 
-from benchmarks.report import machine_info
+from benchmarks.report import machine_info, provenance, write_named_results
 
 
 def main() -> None:
@@ -84,9 +83,7 @@ def main() -> None:
                     ns[name][consumer].append((time.perf_counter() - start) / rows * 1e9)
     lines = [
         "# A String column vs a float64 column in the read path", "",
-        f"Command: `python -m benchmarks.strings --rows {args.rows} --symbols {args.symbols} --passes {args.passes}`; "
-        f"commit `{machine.get('git_commit')}`" + (" plus uncommitted changes" if machine.get("git_dirty") else "")
-        + f"; {machine['cpu']}, {machine['cores']} cores; load before {machine['load_avg_before']}; {machine['date']}.", "",
+        provenance(f"python -m benchmarks.strings --rows {args.rows} --symbols {args.symbols} --passes {args.passes}", machine), "",
         f"{args.rows:,} in-heap rows, {args.symbols} skewed symbols (about 1% null, filled with `[UNK]`), one reader "
         "thread, no prefetch, batch 4096; ns per row over the warm passes (cases interleaved, round by round); the "
         "ratio is to the float64 column with the same consumer (best / median). `int32 SymCode` is the integer-code "
@@ -100,11 +97,7 @@ def main() -> None:
             values = ns[name][consumer]
             lines.append(f"| {name} | {consumer} | {min(values):.1f} | {statistics.median(values):.1f} | {max(values):.1f} "
                          f"| {min(values) / min(base):.2f}x | {statistics.median(values) / statistics.median(base):.2f}x |")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "strings.md").write_text("\n".join(lines) + "\n")
-    (args.out / "strings.json").write_text(json.dumps({"machine": machine, "args": vars(args) | {"out": str(args.out)},
-                                                       "ns_per_row": ns}, indent=1))
-    print("\n".join(lines))
+    write_named_results(args.out, "strings", lines, machine, args, {"ns_per_row": ns})
 
 
 if __name__ == "__main__":
