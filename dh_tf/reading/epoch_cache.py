@@ -188,11 +188,11 @@ class EpochCache:
         """
         arrays = []
         with self._in_use():
-            for fd, row_bytes, field in zip(self._fds, self._row_bytes, self._fields):
-                end = (max((stop for _, stop in spans), default=self.first_row) - self.first_row) * row_bytes
-                size = os.fstat(fd).st_size
+            last_row = max((stop for _, stop in spans), default=self.first_row) - self.first_row
+            for path, fd, row_bytes, field in zip(self.paths, self._fds, self._row_bytes, self._fields):
+                end, size = last_row * row_bytes, os.fstat(fd).st_size
                 if size < end:  # a mapping past the end would kill the process (SIGBUS) when read
-                    raise CacheError(errno.EIO, f"dh_tf cache: {self.paths[len(arrays)]!r} holds {size} bytes, "
+                    raise CacheError(errno.EIO, f"dh_tf cache: {path!r} holds {size} bytes, "
                                                 f"fewer than the {end} its covered rows need")
                 parts = [_mapped(fd, (start - self.first_row) * row_bytes, (stop - start) * row_bytes)
                          for start, stop in spans if stop > start]

@@ -99,6 +99,19 @@ ARRAY_LENGTH_PROBE_ROWS = 1000
 """Rows looked at for the first non-null array when a loader is built (NOTE [ Array columns ])."""
 
 
+def arrow_type(kind: str) -> Any:
+    """The Arrow type that the server reads as the Deephaven type ``kind`` (a type name or a RowPublisher kind)."""
+    import pyarrow as pa
+
+    types = {
+        "byte": pa.int8(), "short": pa.int16(), "int": pa.int32(), "long": pa.int64(), "float": pa.float32(),
+        "double": pa.float64(), "java.lang.Boolean": pa.bool_(), "Boolean": pa.bool_(),
+        "java.time.Instant": pa.timestamp("ns", tz="UTC"), "Instant": pa.timestamp("ns", tz="UTC"),
+        STRING_TYPE: pa.string(),
+    }
+    return types[kind]
+
+
 def column_kind(deephaven_type: str) -> ColumnKind:
     """The kind of a supported scalar or array column type.
 

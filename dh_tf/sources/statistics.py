@@ -44,11 +44,11 @@ import numpy as np
 
 from dh_tf.errors import ArgumentError, ArgumentTypeError
 from dh_tf.sources import open_source
+from dh_tf.sources.column_types import STRING_TYPE, arrow_type
 from dh_tf.sources.remote import release_export
 
 INTEGER_TYPES = ("byte", "short", "int", "long")
 NUMERIC_TYPES = (*INTEGER_TYPES, "float", "double")
-STRING_TYPE = "java.lang.String"
 VOCABULARY_TYPES = (STRING_TYPE, *INTEGER_TYPES)
 
 
@@ -191,9 +191,8 @@ def with_codes(table: Any, column: str, values: Sequence[Any], name: str, where:
     check_column(query.types, column, VOCABULARY_TYPES, "integer codes", where)
     if name in query.types:
         raise ArgumentError(f"{where}: the table already has a column {name!r}; pass another name=")
-    arrow_type = {STRING_TYPE: pa.string(), "byte": pa.int8(), "short": pa.int16(), "int": pa.int32(), "long": pa.int64()}
     try:
-        keys = pa.array(list(values), type=arrow_type[query.types[column]])
+        keys = pa.array(list(values), type=arrow_type(query.types[column]))
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as error:
         raise ArgumentTypeError(
             f"{where}: the vocabulary does not fit column {column!r} ({query.types[column]}): {error}"

@@ -34,7 +34,8 @@ import numpy as np
 from dh_tf.checks import int_arg, optional_int_arg
 from dh_tf.errors import ArgumentError, ArgumentTypeError, MissingDependencyError
 from dh_tf.sources import statistics
-from dh_tf.sources.statistics import INTEGER_TYPES, STRING_TYPE
+from dh_tf.sources.column_types import STRING_TYPE
+from dh_tf.sources.statistics import INTEGER_TYPES
 
 SUPPORTED_LAYERS = ("Normalization", "StringLookup", "IntegerLookup", "Discretization")
 

@@ -22,8 +22,9 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
+from dh_tf.sources.column_types import arrow_type
 from dh_tf.sources.remote import release_export
-from dh_tf.write.remote_sink import arrow_type, call
+from dh_tf.write.remote_sink import call
 
 THREAD_NAME = "dh_tf-publish-remote"
 

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from dh_tf.errors import ArgumentError, ArgumentTypeError, RemoteWriteError
-from dh_tf.sources.column_types import COLUMN_KINDS
+from dh_tf.sources.column_types import COLUMN_KINDS, arrow_type
 from dh_tf.sources.remote import describe_error, release_export
 
 ROW_COLUMN = "__dh_tf_row"
@@ -88,18 +88,6 @@ def call(where: str, session: Any, doing: str, make: Any) -> Any:
         return make()
     except Exception as error:
         raise write_error(where, session, doing, error) from error
-
-
-def arrow_type(kind: str) -> Any:
-    """The Arrow type that the server reads as the Deephaven type ``kind`` (a type name or a RowPublisher kind)."""
-    import pyarrow as pa
-
-    types = {
-        "byte": pa.int8(), "short": pa.int16(), "int": pa.int32(), "long": pa.int64(), "float": pa.float32(),
-        "double": pa.float64(), "java.lang.Boolean": pa.bool_(), "Boolean": pa.bool_(),
-        "java.time.Instant": pa.timestamp("ns", tz="UTC"), "Instant": pa.timestamp("ns", tz="UTC"),
-    }
-    return types[kind]
 
 
 def arrow_table(columns: Mapping[str, np.ndarray], kinds: Mapping[str, str] | None = None) -> Any:
