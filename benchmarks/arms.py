@@ -97,11 +97,11 @@ def build_arm(spec: dict[str, Any], process: dict[str, Any], table: Any, stack: 
     """Builds one arm; returns its one-pass function. Facts about the build go into ``info``."""
     case, kind, rows = _case(spec, process), spec["kind"], spec["rows"]
     options = spec.get("options", {})
-    if kind == "reduce":
-        dataset = _dataset(spec["builder"], options, case, table, stack)
+    if kind in ("reduce", "read_reduce"):
+        dataset, read_bytes = _dataset(spec["builder"], options, case, table, stack), kind == "read_reduce"
         if spec.get("fill"):  # the epoch that fills the cache: reported apart, never a pass
-            info["fill_s"] = round(_timed(lambda: _reduce_epoch(dataset, case, rows))[0], 4)
-        return lambda: {"batches": _reduce_epoch(dataset, case, rows)}
+            info["fill_s"] = round(_timed(lambda: _reduce_epoch(dataset, case, rows, read_bytes))[0], 4)
+        return lambda: {"batches": _reduce_epoch(dataset, case, rows, read_bytes)}
     if kind == "fresh_reduce":
         def fresh() -> dict[str, Any]:
             with contextlib.ExitStack() as pass_stack:

@@ -16,7 +16,8 @@ the best (the capability: the host's slow modes only ever slow a pass down).
 Groups (``--groups``; all by default):
     ``cached``: dh_tf ``cache=True`` epochs 2+ (unshuffled) vs the in-memory range-sliced ceiling vs
         tf.data ``Dataset.cache(filename)`` after dh_tf.
-    ``shuffle``: shuffled vs unshuffled cached epochs.
+    ``shuffle``: shuffled vs unshuffled cached epochs, with a consumer that only counts rows and with one
+        that sums every feature and label (``read_reduce``: it reads each byte, as training does).
     ``fit``: ``--epochs``-epoch Keras ``fit`` with the cache (a new dataset per pass: epoch 1 reads the
         engine) vs in-memory numpy ``fit``; same model, batch, epochs; time per fit.
     ``batch32``: batch 32 on ``--small-rows`` rows: dh_tf (engine, and cached) vs in-memory tf.data.
@@ -70,7 +71,9 @@ def plan_groups(args: argparse.Namespace) -> list[dict[str, Any]]:
             cached, _arm("numpy_range", "reduce", "numpy_range"), _arm("dh_tf_tfcache", "reduce", "dh_tf_tfcache",
                                                                        fill=True)])]),
         "shuffle": (big, 4096, [dict(DH, key="main", arms=[
-            cached, _arm("dh_tf_cache_shuffle", "reduce", "dh_tf", fill=True, cache=True, shuffle=True)])]),
+            cached, _arm("dh_tf_cache_shuffle", "reduce", "dh_tf", fill=True, cache=True, shuffle=True),
+            _arm("dh_tf_cache_read", "read_reduce", "dh_tf", fill=True, cache=True),
+            _arm("dh_tf_cache_shuffle_read", "read_reduce", "dh_tf", fill=True, cache=True, shuffle=True)])]),
         "fit": (big, 4096, [dict(DH, key="main", arms=[
             _arm("dh_tf_cache_fit", "fit", "dh_tf", cache=True), _arm("numpy_fit", "fit", "numpy")])]),
         "batch32": (small, 32, [dict(DH, key="main", arms=[

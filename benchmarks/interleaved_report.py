@@ -68,6 +68,9 @@ def targets(groups: list[dict[str, Any]], memory: list[dict[str, Any]] | None = 
         "`dh_tf_tfcache`", arm(groups, "cached", "dh_tf_tfcache"), 1.0)
     add("shuffled cached epochs vs unshuffled cached", "`dh_tf_cache_shuffle`",
         arm(groups, "shuffle", "dh_tf_cache_shuffle"), "`dh_tf_cache`", arm(groups, "shuffle", "dh_tf_cache"), 0.9)
+    add("shuffled vs unshuffled cached, consumer reads every byte", "`dh_tf_cache_shuffle_read`",
+        arm(groups, "shuffle", "dh_tf_cache_shuffle_read"), "`dh_tf_cache_read`",
+        arm(groups, "shuffle", "dh_tf_cache_read"), 0.9)
     add("Keras fit with cache vs in-memory numpy fit (time per fit)", "`dh_tf_cache_fit`",
         arm(groups, "fit", "dh_tf_cache_fit"), "`numpy_fit`", arm(groups, "fit", "numpy_fit"), 1.0, time_based=True)
     ceilings = [a for a in (arm(groups, "batch32", "numpy_range"), arm(groups, "batch32", "numpy_slices")) if a]

@@ -537,15 +537,23 @@ LOADERS = _registry(
 # Consumers (child side): each returns a function doing one pass and returning facts about it.
 
 
-def _reduce_epoch(dataset: Any, case: Case, expected_rows: int) -> int:
-    """One graph-mode ``ds.reduce`` over the dataset; checks the row total; returns the batches."""
+def _reduce_epoch(dataset: Any, case: Case, expected_rows: int, read_bytes: bool = False) -> int:
+    """One graph-mode ``ds.reduce`` over the dataset; checks the row total; returns the batches.
+
+    ``read_bytes``: the step also sums every feature and label (a consumer that reads each byte, as a
+    training step does); otherwise it only counts rows, and a batch no one copied is never touched.
+    """
     tf = _tf()
     zero = tf.constant(0, tf.int64)
 
     def step(state: Any, batch: Any) -> Any:
-        return state[0] + tf.cast(tf.shape(batch[0])[0], tf.int64), state[1] + 1
+        total = state[2]
+        if read_bytes:
+            total += tf.reduce_sum(batch[0]) + tf.cast(tf.reduce_sum(batch[1]), tf.float32)
+        return state[0] + tf.cast(tf.shape(batch[0])[0], tf.int64), state[1] + 1, total
 
-    rows, batches = (int(t) for t in dataset.reduce((zero, zero), step))
+    rows, batches, _ = (t.numpy() for t in dataset.reduce((zero, zero, tf.constant(0.0)), step))
+    rows, batches = int(rows), int(batches)
     if rows != expected_rows:
         raise RuntimeError(f"{case.loader}: delivered {rows} rows, the table has {expected_rows}")
     return batches

@@ -272,8 +272,9 @@ def test_cached_numpy_batches_are_writable_and_writing_them_changes_no_later_epo
                 y[...] = -1
 
 
-def test_a_cache_file_cut_from_outside_is_a_cache_error_not_a_crash(table):
-    with dh_tf.TableLoader(table, "Id", batch_size=1000, page_rows=70_000, cache=True) as loader:
+@pytest.mark.parametrize("shuffle", [False, True])  # mapped spans; one gather from a mapping (EpochCache.gather)
+def test_a_cache_file_cut_from_outside_is_a_cache_error_not_a_crash(table, shuffle):
+    with dh_tf.TableLoader(table, "Id", batch_size=1000, page_rows=70_000, cache=True, shuffle=shuffle) as loader:
         epoch(loader)
         (path,) = Path(loader.cache_directory).iterdir()
         os.truncate(path, 100_000)
