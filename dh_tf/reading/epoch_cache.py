@@ -208,11 +208,12 @@ class EpochCache:
         if not len(positions):
             return self.read([])
         low, high = int(positions.min()), int(positions.max()) + 1
+        offsets = positions - low  # the same row offsets for every field's mapping
         arrays = []
         with self._in_use():
             for index, field in enumerate(self._fields):
                 rows = self._rows(index, low, high, high).view(field.dtype).reshape(-1, *field.shape)
-                arrays.append(take_rows(rows, positions - low))
+                arrays.append(take_rows(rows, offsets))
         return arrays
 
     def _rows(self, index: int, start: int, stop: int, last_row: int) -> np.ndarray:
@@ -220,7 +221,8 @@ class EpochCache:
         path, fd, row_bytes = self.paths[index], self._fds[index], self._row_bytes[index]
         end, size = (last_row - self.first_row) * row_bytes, os.fstat(fd).st_size
         if size < end:  # a mapping past the end would kill the process (SIGBUS) when read
-            raise CacheError(errno.EIO, f"dh_tf cache: {path!r} holds {size} bytes, fewer than the {end} its covered rows need")
+            raise CacheError(errno.EIO, f"dh_tf cache: {path!r} holds {size} bytes, "
+                                        f"fewer than the {end} its covered rows need")
         return _mapped(fd, (start - self.first_row) * row_bytes, (stop - start) * row_bytes)
 
     def close(self) -> None:
@@ -308,18 +310,18 @@ def _mapped(fd: int, offset: int, size: int) -> np.ndarray:
     page cache (NOTE [ Aligned page arrays ]: a mapping starts on a memory page, and a page's span
     starts on a multiple of ``batch_size`` rows). A shuffled page is one row gather per field
     (``EpochCache.gather``) from a single mapping of the file range its spans lie in, into a new
-    aligned array: joining the spans first cost one more copy of the page into fresh memory (per
-    32 MiB page of 16 float32: 12.7 vs 18.4 ms median, measured in one process). The mapping is private and writable
-    (``MAP_PRIVATE``, copy on write): TensorFlow may reuse an input tensor's buffer for an op's
-    output (buffer forwarding), and a numpy user may write into a batch; either gets its own copy of
-    the memory page it writes, and the cache file never changes (a read-only mapping crashed Keras
-    ``fit`` with SIGSEGV). Pages are faulted in on first touch: ``MADV_POPULATE_READ`` up front was
-    no faster. A mapping lives as long as an array (or a tensor) refers to it and is unmapped with the
-    last one, so RSS holds only the pages in flight (a mapping's pages count in RSS while it lives,
-    as a page array's would), and ``close()`` may remove the files while a page is in flight (the
-    mapping keeps the file's pages until then). The file's size is checked before mapping: reading a
-    mapping past the end of a file that was cut from outside would kill the process (SIGBUS)
-    instead of raising ``CacheError``.
+    aligned array: joining the spans first cost one more copy of the page into fresh memory (per 32
+    MiB page of 16 float32: 12.7 vs 18.4 ms median, measured in one process). The mapping is private
+    and writable (``MAP_PRIVATE``, copy on write): TensorFlow may reuse an input tensor's buffer for
+    an op's output (buffer forwarding), and a numpy user may write into a batch; either gets its own
+    copy of the memory page it writes, and the cache file never changes (a read-only mapping crashed
+    Keras ``fit`` with SIGSEGV). Pages are faulted in on first touch: ``MADV_POPULATE_READ`` up
+    front was no faster. A mapping lives as long as an array (or a tensor) refers to it and is
+    unmapped with the last one, so RSS holds only the pages in flight (a mapping's pages count in
+    RSS while it lives, as a page array's would), and ``close()`` may remove the files while a page
+    is in flight (the mapping keeps the file's pages until then). The file's size is checked before
+    mapping: reading a mapping past the end of a file that was cut from outside would kill the
+    process (SIGBUS) instead of raising ``CacheError``.
     """
     start = offset - offset % mmap.ALLOCATIONGRANULARITY
     mapping = mmap.mmap(fd, offset + size - start, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE,
