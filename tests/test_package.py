@@ -20,3 +20,14 @@ def test_loader_without_a_jvm_says_what_to_do():
     assert proc.returncode == 0, proc.stderr
     assert "TableLoader: table must be a deephaven.table.Table (got list)" in proc.stdout
     assert "start the Deephaven server or embedded server first" in proc.stdout
+
+
+def test_every_error_class_is_exported():
+    """``except dh_tf.CacheError`` works like every other error: each class in ``dh_tf.errors`` is public."""
+    import dh_tf
+    import dh_tf.errors as errors
+
+    classes = {name for name, obj in vars(errors).items() if isinstance(obj, type) and issubclass(obj, Exception)}
+    assert "CacheError" in classes
+    assert classes <= set(dh_tf.__all__)
+    assert all(getattr(dh_tf, name) is getattr(errors, name) for name in classes)
