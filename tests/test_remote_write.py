@@ -275,6 +275,33 @@ def test_metrics_rows_appear_on_the_server_during_fit(keras, session):
     del __main__.remote_write_metrics
 
 
+def test_rows_added_from_many_threads_are_each_published_once_and_counted(session):
+    from dh_tf.write.remote_publisher import THREAD_NAME, RemoteRowPublisher
+
+    publisher = RemoteRowPublisher(session, {"Thread": "int", "Row": "long"}, bind_as=None, interval_s=0.01,
+                                   where="test")
+    num_threads, num_rows = 8, 250
+    start = threading.Barrier(num_threads)
+
+    def add_rows(thread: int) -> None:
+        start.wait()
+        for row in range(num_rows):
+            publisher.add({"Thread": thread, "Row": row})
+
+    adders = [threading.Thread(target=add_rows, args=(k,)) for k in range(num_threads)]
+    for adder in adders:
+        adder.start()
+    for adder in adders:
+        adder.join()
+    assert publisher.flush(60)
+    assert publisher._num_added == publisher._num_published == num_threads * num_rows
+    got = publisher.table.to_arrow()
+    pairs = sorted(zip(got.column("Thread").to_pylist(), got.column("Row").to_pylist()))
+    assert pairs == [(k, row) for k in range(num_threads) for row in range(num_rows)]
+    publisher.close()
+    assert not [t for t in threading.enumerate() if t.name == THREAD_NAME]
+
+
 def test_column_names_are_checked_without_a_jvm_as_the_engine_checks_them(server):
     from dh_tf.write.publisher import column_name_error
 

@@ -70,16 +70,16 @@ class RemoteRowPublisher:
         self._num_published = 0
         self._num_dropped = 0
         self._wake = threading.Event()
-        self._lock = threading.Lock()  # the thread and its stop event
+        self._lock = threading.Lock()  # the rows added, the thread and its stop event
         self._publish_lock = threading.Lock()  # one chunk at a time, in order
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
     def add(self, row: Mapping[str, Any]) -> None:
-        """Queues one row; it is added within ``interval_s`` (plus one round trip)."""
-        self._queue.append(row)
-        self._num_added += 1
-        with self._lock:
+        """Queues one row; it is added within ``interval_s`` (plus one round trip). Safe from any thread."""
+        with self._lock:  # ``+=`` is a read and a write: unlocked, two threads can count one row
+            self._queue.append(row)
+            self._num_added += 1
             if self._thread is None:
                 self._stop = threading.Event()
                 self._thread = threading.Thread(target=self._run, args=(self._stop,), name=THREAD_NAME, daemon=True)
