@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -95,11 +96,35 @@ def test_a_list_of_string_columns_is_batch_by_k_and_shuffles_with_the_rows(table
     assert x[:, 1].tolist() == ["-" if i % 7 == 3 else f"s{i % 1000}" for i in ids]
 
 
-def test_pages_count_a_string_as_64_bytes(table):
+def test_pages_count_the_measured_bytes_of_strings(table, make_table):
     from dh_tf.reading.page_size import STRING_BYTES, default_page_rows
 
+    # NOTE [ Page size ]: the largest str of the first 4096 rows ('s999': 53 bytes) plus its pointer, and a float32
     loader = dh_tf.TableLoader(table, {"s": "S", "d": "D"}, batch_size=32, nulls={"S": "?"})
-    assert STRING_BYTES == 64 and loader.page_rows == default_page_rows(64 + 4, 32)  # a str and a float32
+    assert loader.page_rows == default_page_rows(8 + sys.getsizeof("s999") + 4, 32)
+    long = make_table(5000, "L = Id == 4095 ? `y`.repeat(20000) : `x`.repeat(10000)", "M = Id < 4096 ? `m` : `z`.repeat(9)")
+    loader = dh_tf.TableLoader(long, {"l": "L", "m": "M"}, batch_size=32)
+    assert loader.page_rows == default_page_rows(8 + sys.getsizeof("y" * 20000) + 8 + sys.getsizeof("m"), 32) == 1664
+    empty = dh_tf.TableLoader(long.where("Id < 0"), "L", batch_size=32)  # nothing to measure
+    assert empty.page_rows == default_page_rows(STRING_BYTES, 32)
+
+
+def test_engine_chunks_of_long_strings_hold_a_bounded_number_of_characters(make_table):
+    from dh_tf.sources import engine_read
+    from dh_tf.sources.column_types import column_kind
+
+    long = make_table(6000, "L = `x`.repeat(10000 + (int)(Id % 3))", "S = `s` + Id")
+    reader = engine_read.EngineColumnReader(long.j_table, {"L": column_kind("java.lang.String")})
+    assert reader.rows_per_chunk == engine_read.FIRST_STRING_ROWS == 1024  # before anything is measured
+    out = {"L": np.empty(6000, dtype=object)}
+    reader.read([(0, 6000)], out)
+    assert out["L"].tolist() == ["x" * (10000 + i % 3) for i in range(6000)]
+    assert reader.rows_per_chunk == engine_read.CHUNK_CHARS // 10001 == 419  # the most characters per row seen
+    reader.close()
+    short = engine_read.EngineColumnReader(long.j_table, {"S": column_kind("java.lang.String")})
+    short.read([(0, 6000)], {"S": np.empty(6000, dtype=object)})
+    assert short.rows_per_chunk == engine_read.CHUNK_ROWS  # short strings keep whole chunks
+    short.close()
 
 
 def test_a_string_label(table):
@@ -201,8 +226,12 @@ def test_dataset_gives_tf_string_and_string_lookup_works(table):
 
 
 def test_remote_strings_equal_the_embedded_ones(table, odd, session):
+    from dh_tf.reading.page_size import default_page_rows
+
     remote = session.open_table("strings_test_table")
     assert dh_tf.TableLoader(remote, "T").source.column_types["S"] == "java.lang.String"
+    measured = dh_tf.TableLoader(remote, {"s": "S", "d": "D"}, batch_size=32, nulls={"S": "?"})
+    assert measured.page_rows == default_page_rows(8 + sys.getsizeof("s999") + 4, 32, page_mib=64)
     loader = dh_tf.TableLoader(remote, {"s": "S", "d": "D"}, "Id", batch_size=4096, nulls={"S": "[UNK]"},
                                page_rows=40_960, reader_threads=2)
     s, ids = columns_of(loader, "s")

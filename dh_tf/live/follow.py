@@ -98,7 +98,8 @@ def follow(
         max_batches: stop after this many batches; None: never.
         prefetch: pages queued between the engine and the consumer, at most (default 4).
         page_rows: rows per page, at most (1 to 65536, one engine chunk); None: from the row's
-            bytes (NOTE [ Page size ] in ``reading/page_size.py``), so wide rows get small pages.
+            bytes (NOTE [ Page size ] in ``reading/page_size.py``: strings measured on the rows the
+            table has now), so wide rows get small pages.
         on_overflow: blink tables, when the queue is full: ``"drop"`` the rows that do not fit
             (counted in ``dropped_rows``) or ``"error"`` (fail with :class:`FollowError`).
         queue_pages: the deprecated name of ``prefetch`` (a ``DeprecationWarning``).
@@ -181,7 +182,7 @@ class Follower:
             where=_WHERE, array_length=lambda column: _refuse_array(column, column_types[column]), pad=pad,
         )
         if page_rows is None:
-            page_rows = default_page_rows(row_bytes(self.layout.fields), 1, max_rows=MAX_PAGE_ROWS)
+            page_rows = default_page_rows(row_bytes(self.layout.fields, self.source), 1, max_rows=MAX_PAGE_ROWS)
         self.page_rows: int = page_rows
         self._queue = PageQueue(self.prefetch, on_overflow=self.on_overflow, page_rows=self.page_rows)
         self._cutter = BatchCutter(

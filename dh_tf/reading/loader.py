@@ -182,7 +182,9 @@ class TableLoader:
             pad=pad,
         )
         if page_rows is None:
-            page_rows = default_page_rows(row_bytes(self.layout.fields), self.batch_size, page_mib=self.source.page_mib)
+            page_rows = default_page_rows(
+                row_bytes(self.layout.fields, self.source), self.batch_size, page_mib=self.source.page_mib
+            )
         else:
             page_rows = int_arg(page_rows, "page_rows", where, minimum=1)
             if page_rows < self.batch_size:

@@ -95,6 +95,19 @@ class EngineSource:
             f"{probe} rows, so its array length is unknown; drop null rows with DQL: table.where('!isNull({column})')"
         )
 
+    def string_sizes(self, columns: Sequence[str], rows: int) -> dict[str, int]:
+        """The bytes of the largest ``str`` among the first ``rows`` rows of each String column (NOTE [ Page size ]).
+
+        Reads those rows (from a snapshot of them if the table ticks); columns with no value there are left out.
+        """
+        from deephaven.liveness_scope import liveness_scope
+
+        with entered(self._exec_ctx), liveness_scope():
+            head = self.table.view(list(columns)).head(rows)
+            if self.is_refreshing:
+                head = head.snapshot()
+            return engine_read.string_sizes(head.j_table, columns, rows)
+
     @contextlib.contextmanager
     def open_epoch(self, columns: Sequence[str]) -> Iterator[EngineEpoch]:
         """The table itself, or a snapshot of ``columns`` if it is refreshing (NOTE [ Refreshing tables ])."""

@@ -14,7 +14,9 @@ The kind comes from ``table.attributes()`` (docs/design.md section 4, "Live tabl
 The listener checks every update: a modified, removed (not blink) or shifted row fails the stream
 with :class:`~dh_tf.errors.TableChangeError` naming the update; the table failing fails it with
 :class:`~dh_tf.errors.FollowError`. Pages are read by :class:`RowsReader`, the engine read path
-(``engine_read.EngineColumnReader``) over chosen row keys or positions of the table itself.
+(``engine_read.EngineColumnReader``) over chosen row keys or positions of the table itself; a page
+holds at most one engine chunk (``RowsReader.rows_per_chunk``: fewer rows for long strings, NOTE
+[ Engine internals ]), so one hold of the lock copies one chunk and a page of strings stays small.
 
 **The lock is taken with tryLock.** A thread blocked in Java's ``Lock.lock()`` cannot be signalled
 from Python, and an IDE console command holds the update graph's *exclusive* lock while it runs:
@@ -64,9 +66,9 @@ class EngineFollowSource:
     """
 
     def __init__(self, table: Any, where: str = "follow") -> None:
-        engine = EngineSource(table, where, read_path="engine")  # checks the table
+        self._engine = EngineSource(table, where, read_path="engine")  # checks the table
         self.table = table
-        self.column_types: dict[str, str] = dict(engine.column_types)
+        self.column_types: dict[str, str] = dict(self._engine.column_types)
         self.kind = table_kind(table, where)
         if not engine_read.available():
             raise UsageError(f"{where}: needs the engine read path (Arrow's MemoryUtil), which does not work here")
@@ -75,6 +77,11 @@ class EngineFollowSource:
 
         self.exec_ctx = get_exec_ctx()
         """The caller's ExecutionContext, opened around the engine work of every feed."""
+
+    def string_sizes(self, columns: Sequence[str], rows: int) -> dict[str, int]:
+        """The largest ``str`` among the table's first ``rows`` rows of each String column, in bytes (NOTE [ Page
+        size ]); from a snapshot of them. Columns with no value yet are left out."""
+        return self._engine.string_sizes(columns, rows)
 
     def open_follow(
         self, columns: Sequence[str], *, start: str, page_rows: int, max_rows: int | None, sink: PageSink,
@@ -190,7 +197,7 @@ class EngineRowFeed:
                     if not self._sink.wait_for_space(POLL_S):
                         continue
                     self._wake.clear()
-                    page = self._read_page(reader, int(min(self._page_rows, limit - read)))
+                    page = self._read_page(reader, int(min(self._page_rows, reader.rows_per_chunk, limit - read)))
                     if page is None:
                         self._wake.wait(POLL_S)  # the listener sets it when rows arrive
                         continue
@@ -267,10 +274,11 @@ class EngineRowFeed:
                 with entered(self._exec_ctx):
                     self._blink_reader = RowsReader(self._table.j_table, self._kinds, self._padding)
             while offset < total and not self._halted() and self._sink.free() > 0:
-                stop = min(total, offset + self._page_rows)
+                reader: RowsReader = self._blink_reader  # type: ignore[assignment]
+                stop = min(total, offset + self._page_rows, offset + reader.rows_per_chunk)
                 keys = added.subSetByPositionRange(offset, stop)
                 try:
-                    page = self._blink_reader.read_keys(keys)  # type: ignore[union-attr]
+                    page = reader.read_keys(keys)
                 finally:
                     keys.close()
                 self._sink.put(page)
@@ -310,6 +318,11 @@ class RowsReader:
         self._kinds = dict(kinds)
         self._padding = dict(padding or {})
         self._columns = engine_read.EngineColumnReader(j_table, self._kinds)
+
+    @property
+    def rows_per_chunk(self) -> int:
+        """The most rows one page should hold: one engine chunk, fewer for long strings (NOTE [ Engine internals ])."""
+        return self._columns.rows_per_chunk
 
     def read_positions(self, start: int, stop: int) -> RowPage:
         """The rows at table positions ``[start, stop)``."""

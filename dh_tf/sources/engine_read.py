@@ -27,20 +27,26 @@ String and ``LocalDate`` columns fill an object chunk over a reused Java ``Objec
 then turns the chunk into one string (``String.join`` with a NUL separator; ``List.toString`` for
 dates), which Python splits (strings) or numpy parses as ``datetime64[D]`` (dates): a few Java
 calls per 64K rows instead of one per value. A value holding the separator falls back to one call
-per value for its chunk. jpy hands a Java string's UTF-16 surrogate pairs to Python as two code
+per value for its chunk. A chunk of strings holds about :data:`CHUNK_CHARS` characters, not 64K
+values whatever their length (64K values of 4 KB would be 256M characters in the chunk, as many
+again joined: an OutOfMemoryError on a 1-2 GB heap, and past 2**31 beyond a Java string): the
+first chunk of a reader holds :data:`FIRST_STRING_ROWS` rows, and each later one as many rows as
+fit :data:`CHUNK_CHARS` at the most characters per row any chunk of this reader held so far
+(:attr:`EngineColumnReader.rows_per_chunk`; NOTE [ Page size ] in reading/page_size.py). jpy hands a Java string's UTF-16 surrogate pairs to Python as two code
 points: :func:`fix_surrogates` joins them (only for non-ASCII text).
 """
 
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from dh_tf.errors import ArgumentError
-from dh_tf.sources.column_types import ColumnKind, array_length_error, note_read_error
+from dh_tf.sources.column_types import STRING_TYPE, ColumnKind, array_length_error, column_kind, note_read_error
 from dh_tf.sources.jvm_threads import java_type
 from dh_tf.sources.ragged import PaddedColumn, place
 
@@ -50,6 +56,10 @@ CHUNK_BYTES = 8 * 2**20
 """About how many bytes of Java chunks one reader holds: wide tables get shorter chunks (:func:`chunk_rows`)."""
 CHUNK_ELEMENTS = 65536
 """Array elements per flattened chunk (array columns flatten ``CHUNK_ELEMENTS // n`` rows at a time)."""
+CHUNK_CHARS = 4 * 2**20
+"""About the most characters of strings one chunk holds (all its String columns), joined in one Java string."""
+FIRST_STRING_ROWS = 1024
+"""Rows of a reader's first chunk when it reads String columns, before it has measured them."""
 STRING_SEPARATOR = "\x00"
 """Joins a chunk's strings into one Java string (NOTE above); a value holding it is read one by one."""
 _KERNEL_NAMES = {"byte": "Byte", "short": "Short", "int": "Int", "long": "Long", "float": "Float", "double": "Double"}
@@ -134,6 +144,17 @@ def typed_buffer(array: np.ndarray, deephaven_type: str) -> Any:
     return raw if view is None else getattr(raw, view)()
 
 
+def string_rows(chars_per_row: float | None, most: int) -> int:
+    """Rows of strings of ``chars_per_row`` characters (all String columns) that fit :data:`CHUNK_CHARS`.
+
+    Between 1 and ``most``; :data:`FIRST_STRING_ROWS` (at most ``most``) when not measured yet (None).
+    Also sizes remote follow pages (``sources/remote_follow.py``).
+    """
+    if chars_per_row is None:
+        return min(most, FIRST_STRING_ROWS)
+    return int(max(1, min(most, CHUNK_CHARS // max(1.0, chars_per_row))))
+
+
 def chunk_rows(kinds: Mapping[str, ColumnKind]) -> int:
     """Rows per ``fillChunk`` for these columns: :data:`CHUNK_ROWS`, fewer for wide rows.
 
@@ -169,6 +190,8 @@ class EngineColumnReader:
         self._flat: dict[str, tuple[np.ndarray, Any]] = {}  # padded columns: flat values and a buffer over them
         self._cells: dict[str, Any] = {}  # array columns: a java.util.List over the Object[] their chunk wraps
         self._objects = {}  # String / LocalDate columns: the Java Object[] their chunk wraps
+        self._strings = [name for name, kind in self._kinds.items() if kind.is_string]
+        self._chars_per_row: float | None = None  # the most characters per row of a chunk so far (String columns)
         for name, kind in self._kinds.items():
             source = j_table.getColumnSource(name)
             if kind.deephaven_type in _REINTERPRETED:
@@ -190,6 +213,11 @@ class EngineColumnReader:
                 self._offsets[name] = (java_offsets, offsets, typed_buffer(offsets, "int"))
             else:
                 self._chunks[name] = java_type(_CHUNK_TYPES[kind.deephaven_type]).makeWritableChunk(self._chunk_rows)
+
+    @property
+    def rows_per_chunk(self) -> int:
+        """Rows of the next chunk: :func:`chunk_rows`, fewer when String columns hold long values (NOTE above)."""
+        return string_rows(self._chars_per_row, self._chunk_rows) if self._strings else self._chunk_rows
 
     def read(
         self,
@@ -223,8 +251,9 @@ class EngineColumnReader:
             iterator = rows.getRowSequenceIterator()
             try:
                 while iterator.hasMore():
-                    sequence = iterator.getNextRowSequenceWithLength(self._chunk_rows)
+                    sequence = iterator.getNextRowSequenceWithLength(self.rows_per_chunk)
                     size = int(sequence.size())
+                    chars = 0
                     for column, source in self._sources.items():
                         chunk = self._chunks[column]
                         source.fillChunk(self._contexts[column], chunk, sequence)
@@ -234,9 +263,11 @@ class EngineColumnReader:
                                 column, size, out[column], buffers[column], offset, position, padded.get(column)
                             )
                         elif column in self._objects:
-                            self._copy_objects(column, size, out[column], offset)
+                            chars += self._copy_objects(column, size, out[column], offset)
                         else:
                             chunk.copyToBuffer(0, buffers[column], offset, size)
+                    if self._strings and size:
+                        self._chars_per_row = max(self._chars_per_row or 0.0, chars / size)
                     offset += size
             except Exception as error:
                 note_read_error(error, column, start, stop)
@@ -289,13 +320,17 @@ class EngineColumnReader:
             finally:
                 flat.close()
 
-    def _copy_objects(self, column: str, size: int, out: np.ndarray, offset: int) -> None:
-        """Converts the ``size`` filled values of a String / LocalDate column into ``out[offset:offset + size]``."""
+    def _copy_objects(self, column: str, size: int, out: np.ndarray, offset: int) -> int:
+        """Converts the ``size`` filled values of a String / LocalDate column into ``out[offset:offset + size]``.
+
+        Returns the characters of the strings read (0 for dates).
+        """
         values = self._objects[column]
         if self._kinds[column].is_string:
-            out[offset : offset + size] = java_strings(values, size)
-        else:
-            out[offset : offset + size] = java_local_dates(values, size)
+            out[offset : offset + size], chars = java_strings(values, size)
+            return chars
+        out[offset : offset + size] = java_local_dates(values, size)
+        return 0
 
     def _place_arrays(
         self, column: str, flat: Any, offsets: np.ndarray, out: np.ndarray, at: int, first: int, padded: PaddedColumn
@@ -338,14 +373,19 @@ class EngineColumnReader:
             java_offsets.close()
 
 
-def java_strings(values: Any, size: int) -> list[str | None]:
-    """The first ``size`` strings of a Java ``Object[]`` as Python ``str`` (None for null), in a few Java calls."""
+def java_strings(values: Any, size: int) -> tuple[list[str | None], int]:
+    """The first ``size`` strings of a Java ``Object[]`` as Python ``str`` (None for null), in a few Java calls.
+
+    Returns the strings and their characters in all (a null counts 4, as joined: ``"null"``).
+    """
 
     java_list = java_type("java.util.Arrays").asList(values).subList(0, size)
     joined = fix_surrogates(java_type("java.lang.String").join(STRING_SEPARATOR, java_list))
     parts: list[str | None] = list(joined.split(STRING_SEPARATOR))
+    chars = len(joined) - len(parts) + 1
     if len(parts) != size:  # a value holds the separator
-        return [None if values[i] is None else fix_surrogates(values[i]) for i in range(size)]
+        strings = [None if values[i] is None else fix_surrogates(values[i]) for i in range(size)]
+        return strings, sum(len(value) for value in strings if value is not None)
     if "null" in joined:  # String.join writes a null as "null": ask Java which ones were
         index = -1
         with contextlib.suppress(ValueError):
@@ -353,7 +393,27 @@ def java_strings(values: Any, size: int) -> list[str | None]:
                 index = parts.index("null", index + 1)
                 if values[index] is None:
                     parts[index] = None
-    return parts
+    return parts, chars
+
+
+def string_sizes(j_table: Any, columns: Sequence[str], rows: int) -> dict[str, int]:
+    """The bytes of the largest Python ``str`` among the first ``rows`` rows of each String column of ``j_table``.
+
+    Reads those rows as the loader does (NOTE [ Page size ] in reading/page_size.py). A column whose
+    rows looked at are all null (or a table with no rows) is left out. ``j_table`` must not tick
+    while it is read (a static table, or a snapshot); call it on a thread with an ExecutionContext.
+    """
+    kinds = {name: column_kind(STRING_TYPE) for name in columns}
+    rows = min(rows, int(j_table.size()))
+    out = {name: np.empty(rows, dtype=object) for name in columns}
+    if rows:
+        reader = EngineColumnReader(j_table, kinds)
+        try:
+            reader.read([(0, rows)], out)
+        finally:
+            reader.close()
+    sizes = {name: max((sys.getsizeof(value) for value in out[name] if value is not None), default=-1) for name in columns}
+    return {name: size for name, size in sizes.items() if size >= 0}
 
 
 def java_local_dates(values: Any, size: int) -> np.ndarray:

@@ -23,6 +23,8 @@ runs without the GIL.
 from __future__ import annotations
 
 import contextlib
+import functools
+import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -112,6 +114,28 @@ class RemoteSource:
         with self._exported(lambda: self.table.view([]), "counting rows") as view:
             with self._exported(view.snapshot, "counting rows") as counted:
                 return int(counted.size)
+
+    def string_sizes(self, columns: Sequence[str], rows: int) -> dict[str, int]:
+        """The bytes of the largest ``str`` among the first ``rows`` rows of each String column (NOTE [ Page size ]).
+
+        Reads those rows as an epoch does (a server-side ``head``, snapshotted if the table ticks);
+        columns with no value there are left out.
+
+        Raises:
+            RemoteReadError: the server cannot be reached.
+        """
+        kinds = {name: COLUMN_KINDS[self.column_types[name]] for name in columns}
+        doing = "measuring String columns"
+        with contextlib.ExitStack() as stack:
+            head = stack.enter_context(self._exported(lambda: self.table.view(list(columns)), doing))
+            head = stack.enter_context(self._exported(functools.partial(head.head, rows), doing))
+            if self.is_refreshing:
+                head = stack.enter_context(self._exported(head.snapshot, doing))
+            out = {name: np.empty(int(head.size), dtype=object) for name in columns}
+            if head.size:
+                RemoteSpanReader(head, kinds, self).read([(0, int(head.size))], out)
+        sizes = {name: max((sys.getsizeof(v) for v in out[name] if v is not None), default=-1) for name in columns}
+        return {name: size for name, size in sizes.items() if size >= 0}
 
     @contextlib.contextmanager
     def open_epoch(self, columns: Sequence[str]) -> Iterator[RemoteEpoch]:

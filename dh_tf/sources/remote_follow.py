@@ -24,9 +24,10 @@ Append-only, by polling:
 - Every ``interval_s`` seconds (which bounds the latency) a reader thread asks the size with a
   server-side count (a zero-column static snapshot: the size a new *refreshing* export reports can
   be 0 before its first update cycle, see ``RemoteSource.num_rows``), then reads the new positions
-  as server-side ``slice`` + Flight ``DoGet`` pages of at most ``page_rows`` rows, **only while the
-  sink has room** (``wait_for_space``): a slow consumer leaves the rows on the server, nothing is
-  copied ahead or dropped. The rows of an append-only table never change, so a slice of positions
+  as server-side ``slice`` + Flight ``DoGet`` pages of at most ``page_rows`` rows (fewer for long
+  strings: as many as fit one engine chunk's characters, ``engine_read.string_rows``, measured on
+  the pages read so far), **only while the sink has room** (``wait_for_space``): a slow consumer
+  leaves the rows on the server, nothing is copied ahead or dropped. The rows of an append-only table never change, so a slice of positions
   below a counted size always holds exactly those rows.
 - Every export (the count's view and snapshot, each slice) is released as soon as it is used and on
   every way out (the ``finally`` of ``RemoteSource._exported``): the server holds at most two
@@ -55,6 +56,7 @@ import numpy as np
 
 from dh_tf.errors import ArgumentError, ArgumentTypeError, RemoteReadError, TableChangeError
 from dh_tf.sources.column_types import COLUMN_KINDS, ColumnKind
+from dh_tf.sources.engine_read import string_rows
 from dh_tf.sources.protocol import PageSink, RowPage
 from dh_tf.sources.remote import RemoteSource, RemoteSpanReader
 from dh_tf.sources.remote_blink import RemoteBlinkFeed, failed_on_server, table_failed, ticking_module
@@ -115,6 +117,15 @@ class RemoteFollowSource:
         self.interval_s = DEFAULT_INTERVAL_S if interval_s is None else float(interval_s)
         self._where = where
 
+    def string_sizes(self, columns: Sequence[str], rows: int) -> dict[str, int]:
+        """The largest ``str`` among the table's first ``rows`` rows of each String column, in bytes (NOTE [ Page
+        size ]); from a snapshot of them. Columns with no value yet are left out.
+
+        Raises:
+            RemoteReadError: the server cannot be reached.
+        """
+        return self.remote.string_sizes(columns, rows)
+
     def open_follow(
         self, columns: Sequence[str], *, start: str, page_rows: int, max_rows: int | None, sink: PageSink
     ) -> RemoteRowFeed | RemoteBlinkFeed:
@@ -162,6 +173,8 @@ class RemoteRowFeed:
         self._sink = sink
         self.next_position = int(first)
         self.read_rows = 0
+        self._strings = [name for name, kind in self._kinds.items() if kind.is_string]
+        self._chars_per_row: float | None = None  # the most characters per row of a page so far (String columns)
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
         self._reader: RemoteSpanReader | None = None
@@ -203,8 +216,10 @@ class RemoteRowFeed:
                     continue
                 if not self._sink.wait_for_space(POLL_S):
                     continue
-                stop = int(min(size, self.next_position + self._page_rows, self.next_position + limit - self.read_rows))
+                most = string_rows(self._chars_per_row, self._page_rows) if self._strings else self._page_rows
+                stop = int(min(size, self.next_position + most, self.next_position + limit - self.read_rows))
                 page = self._read(reader, self.next_position, stop)
+                self._measure(page)
                 if self._stopped.is_set():
                     break
                 self.next_position = stop
@@ -215,6 +230,12 @@ class RemoteRowFeed:
                 self._sink.fail(error)
         finally:
             reader.close()
+
+    def _measure(self, page: RowPage) -> None:
+        """Counts the characters per row of ``page``'s strings: pages of long strings get fewer rows (NOTE [ Page size ])."""
+        if self._strings and page.rows:
+            chars = sum(len(value) for name in self._strings for value in page.arrays[name] if value is not None)
+            self._chars_per_row = max(self._chars_per_row or 0.0, chars / page.rows)
 
     def _count(self, before: int) -> int:
         """The table's size now; TableChangeError if below ``before`` or the rows read (NOTE [ Remote follow ])."""
