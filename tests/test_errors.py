@@ -169,7 +169,9 @@ def test_global_nan_fills_float_outputs_and_keeps_error_for_integer_labels(table
     # An integer label that does hold a null raises, naming it, only when the null is read.
     loader = dh_tf.TableLoader(table, ["N"], "NI", nulls="nan", batch_size=4, page_rows=8)
     assert loader.layout.fields[1].nulls == ("error",)
-    with pytest.raises(dh_tf.NullValueError, match=r"column 'NI' \(int\) holds a null at row position 5 and nulls='error'"):
+    with pytest.raises(dh_tf.NullValueError, match=r"column 'NI' \(int\) holds a null at row position 5 and nulls='nan', "
+                                                   r"which cannot apply to it: NaN does not exist in its int32 output; "
+                                                   r"pass a fill number as nulls=\{'NI': -1\}"):
         list(loader)
 
 

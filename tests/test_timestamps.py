@@ -86,8 +86,8 @@ def test_a_timestamp_label_stays_int64_and_the_dataset_says_so(table):
 
 def test_null_timestamps_follow_the_null_policy(table):
     with pytest.raises(NullValueError, match=re.escape(
-            "column 'T' (java.time.Instant) holds a null at row position 4 and nulls='error'; pass nulls='nan' or "
-            "a fill number")):
+            "column 'T' (java.time.Instant) holds a null at row position 4 and nulls='error': NaN does not exist in "
+            "its int64 output; pass a fill number as nulls={'T': -1}, or drop such rows")):
         list(dh_tf.TableLoader(table, "T", dtype="int64", batch_size=100))
     with pytest.raises(NullValueError, match=re.escape("column 'LD' (java.time.LocalDate) holds a null at row "
                                                        "position 5")):

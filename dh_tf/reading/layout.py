@@ -28,6 +28,7 @@ window) as a null; both follow the column's null policy: ``"error"`` raises nami
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +49,8 @@ ColumnSpec = str | Sequence[str] | Mapping[str, str | Sequence[str]]
 NullPolicy = str | float | int
 
 NULL_POLICIES = ("error", "nan")
+DEFAULT_DTYPE = np.dtype("float32")
+"""The dtype of the features a ``dtype`` dict does not name, and of non-integer labels and weights beside one."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,8 @@ class Field:
     A field built from a single name (``squeeze``) has shape ``[rows]``, otherwise ``[rows, k]``;
     with array columns of length ``array_length`` = n: ``[rows, n]`` and ``[rows, n, k]`` (``padding``:
     rows of any length fit to n, ``pad_value`` in the pad positions, NOTE [ Ragged arrays ]).
+    ``null_fixes`` holds, per column, what its null policy was set by and what fits its output: the
+    end of the :class:`~dh_tf.errors.NullValueError` for a null under ``"error"`` (:func:`null_fix`).
     """
 
     role: str
@@ -69,6 +74,7 @@ class Field:
     array_length: int | None = None
     padding: Padding | None = None
     pad_value: float = 0.0
+    null_fixes: tuple[str, ...] = dataclasses.field(default=(), compare=False)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -135,12 +141,14 @@ def build_layout(
         features: the feature column spec (see :data:`ColumnSpec`).
         label: the label column spec, or None for ``x`` alone.
         sample_weight: one column name, or None.
-        dtype: the numpy dtype of features and of non-integer labels and weights.
+        dtype: the numpy dtype of features and of non-integer labels and weights; or a dict input
+            -> dtype for the features alone (:func:`feature_dtypes`), the others :data:`DEFAULT_DTYPE`.
         label_dtype: the numpy dtype of labels; None keeps integer labels integer (their common
-            numpy type) and casts the others to ``dtype``.
+            numpy type) and casts the others to ``dtype`` (:data:`DEFAULT_DTYPE` beside a dict).
         nulls: a null policy for every column, or a dict column -> policy (others: ``"error"``).
             A global ``"nan"`` applies to floating outputs; integer outputs keep ``"error"`` under it
-            (they raise only if a null appears). A per-column ``"nan"`` on an integer output is an error.
+            (they raise only if a null appears, saying ``nulls='nan'`` does not apply to them and what
+            does: :func:`null_fix`). A per-column ``"nan"`` on an integer output is an error.
             String outputs take ``"error"`` or a per-column fill string (a global policy leaves them at ``"error"``).
         where: the caller's name, for error messages.
         array_length: column name -> length of its arrays (None: the table has no rows), for array
@@ -154,12 +162,14 @@ def build_layout(
     Raises:
         ValueError: a spec is empty, names an unknown column, mixes scalar and array columns in one
             list, holds arrays of different lengths, or of unknown length (no rows); or a null
-            policy is not allowed or does not fit a column; or ``pad`` does not fit (``reading/padding.py``).
+            policy is not allowed or does not fit a column; or ``pad`` does not fit (``reading/padding.py``);
+            or a ``dtype`` dict names no feature input or column, or gives one input two dtypes.
         TypeError: a spec has the wrong type (nested dicts included), ``dtype`` / ``label_dtype`` is
             not a numeric numpy dtype, a column's type is not supported, a list mixes String and other
-            columns, or a timestamp goes to an output other than int64 (NOTE [ Strings and timestamps ]).
+            columns, the label or sample_weight is a String column, a timestamp goes to an output other
+            than int64 (NOTE [ Strings and timestamps ]), or a float column to an integer output.
     """
-    float_dtype = _numeric_dtype(dtype, "dtype", where)
+    float_dtype = DEFAULT_DTYPE if isinstance(dtype, Mapping) else _numeric_dtype(dtype, "dtype", where)
     fixed_label_dtype = None if label_dtype is None else _numeric_dtype(label_dtype, "label_dtype", where)
     if sample_weight is not None and label is None:
         raise ArgumentError(f"{where}: sample_weight needs a label (got label=None)")
@@ -187,35 +197,95 @@ def build_layout(
     lengths = _array_lengths(table_types, [c for *_, cs, _ in raw for c in cs if c not in padded], array_length, where)
     lengths.update({c: p.length for c, p in padded.items()})  # padded: n is pad_to, not read from the table
 
+    inputs = [(key, columns) for role, _, key, columns, _ in raw if role == "x"]
+    named = feature_dtypes(dtype, inputs, where) if isinstance(dtype, Mapping) else {}
     fields = []
     for role, arg, key, columns, squeeze in raw:
         kinds = [column_kind(table_types[c]) for c in columns]
         field_length = _field_array_length(arg, columns, kinds, lengths, where)
+        by_dict = named.get((key, columns)) if role == "x" else None
+        dtype_key, out_dtype = by_dict or (None, float_dtype)
+        dtype_arg = "label_dtype" if role == "y" else "dtype"
         if types.is_string_field(arg, columns, kinds, where):  # NOTE [ Strings and timestamps ] in column_types.py
-            if role == "y" and fixed_label_dtype is not None:
-                raise ArgumentTypeError(f"{where}: label {list(columns)} is String; label_dtype must be None for it")
+            if role != "x":
+                raise ArgumentTypeError(_string_target_message(arg, columns, table_types, where))
+            if by_dict:
+                raise ArgumentTypeError(
+                    f"{where}: dtype[{dtype_key!r}] sets a dtype for {arg}, a String input {list(columns)}; String "
+                    "columns are read as str (tf.string): leave them out of the dtype dict"
+                )
             out_dtype = np.dtype(object)
         elif role == "y" and fixed_label_dtype is not None:
             out_dtype = fixed_label_dtype
         elif role == "y" and all(k.dtype.kind == "i" and k.deephaven_type != "java.lang.Boolean" for k in kinds):
             out_dtype = np.result_type(*[k.dtype for k in kinds])
-        else:
-            out_dtype = float_dtype
-        column_nulls = []
+        field_pad, pad_value = field_padding(arg, columns, padded, pad, out_dtype, where)
+        column_nulls, fixes = [], []
         for column, kind in zip(columns, kinds):
-            types.check_output_dtype(column, kind, out_dtype, "label_dtype" if role == "y" else "dtype", where)
+            types.check_output_dtype(column, kind, out_dtype, dtype_arg, where, dtype_key)
             policy = policies.get(column, "error")
             if global_policy and (out_dtype.kind == "O" or policy == "nan" and out_dtype.kind != "f"):
                 policy = "error"  # a global "nan" / number means: where it fits (float / numeric outputs)
-            _check_policy_fits(policy, column, out_dtype, where)
+            given, passed = _given(nulls, column)
+            setting = types.dtype_setting(dtype_arg, dtype_key, "float32")
+            _check_policy_fits(policy, column, kind, out_dtype, where, passed, setting)
             column_nulls.append(policy)
-        field_pad, pad_value = field_padding(arg, columns, padded, pad, out_dtype, where)
-        fields.append(Field(role, key, columns, squeeze, out_dtype, tuple(column_nulls), field_length, field_pad, pad_value))
+            fixes.append(null_fix(column, kind, out_dtype, given, passed, setting) if policy == "error" else "")
+        fields.append(Field(
+            role, key, columns, squeeze, out_dtype, tuple(column_nulls), field_length, field_pad, pad_value,
+            tuple(fixes),
+        ))
     return Layout(
         fields=tuple(fields),
         has_label=label is not None,
         has_weight=sample_weight is not None,
     )
+
+
+Input = tuple[str | None, tuple[str, ...]]
+"""A feature input: its key in a dict ``features`` spec (None for a plain spec), and its columns."""
+
+
+def feature_dtypes(dtype: Mapping[Any, Any], inputs: Sequence[Input], where: str) -> dict[Input, tuple[str, np.dtype]]:
+    """Input -> (the ``dtype`` key that names it, its dtype), for the inputs a ``dtype`` dict names.
+
+    The inputs it does not name keep :data:`DEFAULT_DTYPE`.
+
+    A key is an input name (a key of a dict ``features`` spec, what Keras matches to ``Input(name=...)``) or a
+    feature column; it sets the dtype of the input of that name and of every input made of that column.
+
+    Example: ``features={"num": ["A", "B"], "cat": "CatCode"}, dtype={"cat": "int32"}``: ``num`` float32,
+    ``cat`` int32, so integer codes stay exact past 2**24 (a float32 holds integers exactly up to 2**24 only).
+
+    Raises:
+        ArgumentError: a key names neither a feature input nor a feature column (the message lists both); or
+            the keys give one input two dtypes, or name some of the columns of a list and not the others.
+        ArgumentTypeError: a value is not a numeric numpy dtype.
+    """
+    allowed = list(dict.fromkeys([k for k, _ in inputs if k is not None] + [c for _, cs in inputs for c in cs]))
+    unknown = [k for k in dtype if k not in allowed]
+    if unknown:
+        raise ArgumentError(
+            f"{where}: dtype names {unknown}, neither a feature input nor a feature column; its keys can be "
+            f"{allowed} (the label's dtype is label_dtype)"
+        )
+    checked = {k: _numeric_dtype(v, f"dtype[{k!r}]", where) for k, v in dtype.items()}
+    result: dict[Input, tuple[str, np.dtype]] = {}
+    for key, columns in inputs:
+        names = [n for n in dict.fromkeys([key, *columns]) if n in checked]
+        if not names:
+            continue
+        missing = [] if key in checked else [c for c in columns if c not in checked]
+        if missing or len({checked[n] for n in names}) > 1:
+            arg = "features" if key is None else f"features[{key!r}]"
+            given = ", ".join(f"{n!r}: {checked[n]}" for n in names)
+            raise ArgumentError(
+                f"{where}: {arg} (columns {list(columns)}) is one array of one dtype, but dtype gives {given}"
+                + (f" and nothing for {missing}" if missing else "")
+                + "; give the input one dtype, by its name or the same for each of its columns"
+            )
+        result[(key, columns)] = (names[0], checked[names[0]])
+    return result
 
 
 def _numeric_dtype(dtype: Any, arg: str, where: str) -> np.dtype:
@@ -367,7 +437,57 @@ def _check_policy(policy: Any, arg: str, where: str, text: bool = False) -> Null
     )
 
 
-def _check_policy_fits(policy: NullPolicy, column: str, out_dtype: np.dtype, where: str) -> None:
+def _string_target_message(arg: str, columns: tuple[str, ...], table_types: Mapping[str, str], where: str) -> str:
+    """The refusal of a String label or sample weight, which Keras would fail on deep in ``fit``."""
+    listed = ", ".join(f"{c!r} ({table_types[c]})" for c in columns)
+    head = (
+        f"{where}: {arg} must be numeric, boolean or a timestamp (got String column(s) {listed}); Keras cannot take "
+        "strings as targets (fit fails with 'Cast string to float is not supported')"
+    )
+    first = columns[0]
+    if arg == "sample_weight":
+        return f"{head}; compute numeric weights in DQL, e.g. table.update_view('W = Double.parseDouble({first})')"
+    return (
+        f"{head}; make integer codes in the engine and pass those as the label: dh_tf.integer_codes(table, {first!r}) "
+        f"adds the int32 column {first + 'Code'!r} (1 + the value's index in dh_tf.vocabulary(table, {first!r}), "
+        "0 for a null or unseen value); a String feature is fine as it is: keras.layers.StringLookup takes it"
+    )
+
+
+def _given(nulls: NullPolicy | Mapping[str, NullPolicy], column: str) -> tuple[NullPolicy, str]:
+    """The null policy the caller gave ``column``, and how the caller wrote it (``"nulls='nan'"``), for messages."""
+    if not isinstance(nulls, Mapping):
+        return nulls, f"nulls={nulls!r}"
+    if column in nulls:
+        return nulls[column], f"nulls={{{column!r}: {nulls[column]!r}}}"
+    return "error", "nulls='error' (the default for a column the nulls dict does not name)"
+
+
+def null_fix(
+    column: str, kind: ColumnKind, out_dtype: np.dtype, given: NullPolicy, passed: str, float_setting: str
+) -> str:
+    """The end of the NullValueError for a null in ``column`` under ``"error"``: what was passed and what fits.
+
+    ``given`` is the policy the caller gave the column and ``passed`` how they wrote it (:func:`_given`): a
+    global ``"nan"`` keeps ``"error"`` for an integer output, where NaN does not exist, so the message says
+    ``nulls='nan'`` was passed and offers a fill number or a float output (``float_setting``, e.g.
+    ``"label_dtype='float32'"``).
+    """
+    if out_dtype.kind == "O":
+        why = "" if given == "error" else f", which fits numeric outputs only, not String column {column!r}"
+        return f"{passed}{why}; pass a fill string as nulls={{{column!r}: '[UNK]'}}"
+    if out_dtype.kind == "f":
+        return f"{passed}; pass nulls='nan' or a fill number (for all columns or as nulls={{{column!r}: ...}})"
+    why = ", which cannot apply to it" if given == "nan" else ""
+    fill = f"a fill number as nulls={{{column!r}: {-1 if out_dtype.kind == 'i' else 0}}}"
+    floats = "" if kind.is_timestamp else f", or a float output, e.g. {float_setting}, with nulls='nan'"
+    return f"{passed}{why}: NaN does not exist in its {out_dtype} output; pass {fill}{floats}"
+
+
+def _check_policy_fits(
+    policy: NullPolicy, column: str, kind: ColumnKind, out_dtype: np.dtype, where: str, passed: str, float_setting: str
+) -> None:
+    """Raises ArgumentError unless ``policy`` fits ``column``'s output (the other arguments: :func:`null_fix`)."""
     if out_dtype.kind == "O" and (policy == "nan" or not isinstance(policy, str)):
         raise ArgumentError(
             f"{where}: nulls={{{column!r}: {policy!r}}} does not fit String column {column!r}; its nulls can be "
@@ -382,13 +502,14 @@ def _check_policy_fits(policy: NullPolicy, column: str, out_dtype: np.dtype, whe
         raise ArgumentError(
             f"{where}: nulls={{{column!r}: 'nan'}} needs a floating output, but column {column!r} goes to a "
             f"{out_dtype} array; use 'error' or a number for it (nulls={{{column!r}: value}})"
+            + ("" if kind.is_timestamp else f", or a float output for NaN, e.g. {float_setting}")
         )
     if isinstance(policy, str):
         return
     if out_dtype.kind in "iu" and (not float(policy).is_integer() or not _fits(policy, out_dtype)):
         raise ArgumentError(
             f"{where}: the null fill value for column {column!r} must be an integer that fits "
-            f"{out_dtype} (got {policy!r})"
+            f"{out_dtype} (got {policy!r}), set by {passed}"
         )
 
 

@@ -72,10 +72,11 @@ class PageReader:
             cast_columns(out, field, native, in_place)
             for index, (column, policy) in enumerate(zip(field.columns, field.nulls)):
                 target = out if field.squeeze else out[..., index]
+                fix = field.null_fixes[index] if field.null_fixes else "nulls='error'"  # what was passed, what fits
                 if field.padding is not None and policy == "error":
-                    self._check_null_arrays(padded[column].lengths, masks[column], column, spans)
+                    self._check_null_arrays(padded[column].lengths, masks[column], column, fix, spans)
                 if masks[column] is not None:
-                    self._apply_nulls(masks[column], column, policy, target, spans)
+                    self._apply_nulls(masks[column], column, policy, fix, target, spans)
                 if field.padding is not None:
                     self._pad(padded[column].lengths, field, target)
         return arrays
@@ -110,7 +111,7 @@ class PageReader:
         return scratch[:rows]
 
     def _apply_nulls(
-        self, nulls: np.ndarray, column: str, policy: Any, target: np.ndarray, spans: Sequence[Span]
+        self, nulls: np.ndarray, column: str, policy: Any, fix: str, target: np.ndarray, spans: Sequence[Span]
     ) -> None:
         if policy == "error":
             rows = nulls if nulls.ndim == 1 else nulls.any(axis=1)
@@ -124,19 +125,13 @@ class PageReader:
                 else:
                     what = f"a null element (index {int(np.argmax(nulls[row]))} of {nulls.shape[1]})"
                     drop = "fill or drop the nulls in the values the arrays are made of"
-            fill = (
-                f"pass a fill string as nulls={{{column!r}: '[UNK]'}}"
-                if target.dtype.kind == "O"
-                else f"pass nulls='nan' or a fill number (for all columns or as nulls={{{column!r}: ...}})"
-            )
             raise NullValueError(
-                f"column {column!r} ({self._types[column]}) holds {what} at row position {first} "
-                f"and nulls='error'; {fill}, or {drop}"
+                f"column {column!r} ({self._types[column]}) holds {what} at row position {first} and {fix}, or {drop}"
             )
         target[nulls] = np.nan if policy == "nan" else policy
 
     def _check_null_arrays(
-        self, lengths: np.ndarray, elements: np.ndarray | None, column: str, spans: Sequence[Span]
+        self, lengths: np.ndarray, elements: np.ndarray | None, column: str, fix: str, spans: Sequence[Span]
     ) -> None:
         """Raises NullValueError for a padded column's first null array (lengths -1) unless a null element
         comes before it (:meth:`_apply_nulls` names that one). Under a fill policy a null array is all pad values."""
@@ -146,10 +141,9 @@ class PageReader:
         if elements is None or not elements[: row + 1].any():
             first = int(read_positions(PagePlan(tuple(spans)))[row])
             raise NullValueError(
-                f"column {column!r} ({self._types[column]}) holds a null array at row position {first} and "
-                f"nulls='error'; pass nulls='nan' or a fill number (for all columns or as nulls={{{column!r}: ...}}: "
-                f"a padded column's null array then becomes all pad_value), or drop such rows with DQL: "
-                f"table.where('!isNull({column})')"
+                f"column {column!r} ({self._types[column]}) holds a null array at row position {first} and {fix} "
+                f"(under a fill policy a padded column's null array becomes all pad_value), or drop such rows with "
+                f"DQL: table.where('!isNull({column})')"
             )
 
     def _pad(self, lengths: np.ndarray, field: Field, target: np.ndarray) -> None:

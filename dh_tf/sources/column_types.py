@@ -142,19 +142,38 @@ def is_string_field(arg: str, columns: Sequence[str], kinds: Sequence[ColumnKind
     )
 
 
-def check_output_dtype(column: str, kind: ColumnKind, out_dtype: np.dtype, dtype_arg: str, where: str) -> None:
-    """Checks that a column's values fit its output dtype exactly (timestamps: only int64).
+def dtype_setting(dtype_arg: str, dtype_key: str | None, value: str) -> str:
+    """How a caller passes ``value`` as an output's dtype: ``dtype='int64'``; for a key, ``dtype={'c': 'int64'}``."""
+    return f"{dtype_arg}={value!r}" if dtype_key is None else f"{dtype_arg}={{{dtype_key!r}: {value!r}}}"
+
+
+def check_output_dtype(
+    column: str, kind: ColumnKind, out_dtype: np.dtype, dtype_arg: str, where: str, dtype_key: str | None = None
+) -> None:
+    """Checks that a column's values fit its output dtype: timestamps only int64, floats no integer output.
+
+    ``dtype_arg`` (and ``dtype_key``, for an entry of a ``dtype`` dict) name how the caller sets this
+    output's dtype, for the message (:func:`dtype_setting`).
 
     Raises:
         ArgumentTypeError: a timestamp column goes to an output other than int64 (a float would round
-            its nanoseconds); the message suggests ``dtype_arg="int64"`` or a DQL conversion.
+            its nanoseconds), or a float column to an integer output (which would truncate it: 2.7 -> 2,
+            NaN to an arbitrary number); the message suggests the dtype to pass or a DQL conversion.
     """
     if kind.is_timestamp and out_dtype != np.int64:
         raise ArgumentTypeError(
             f"{where}: column {column!r} ({kind.deephaven_type}) is read as int64 nanoseconds since the epoch, "
             f"which a {out_dtype} output cannot hold exactly (a float64 keeps 15-16 digits, today's nanoseconds "
-            f"have 19); pass {dtype_arg}='int64' (exact), or convert it in DQL first, e.g. "
+            f"have 19); pass {dtype_setting(dtype_arg, dtype_key, 'int64')} (exact), or convert it in DQL first, e.g. "
             f"table.update_view('{column}Seconds = epochNanos({column}) / 1e9')"
+        )
+    if kind.dtype.kind == "f" and out_dtype.kind in "iu":
+        example = "" if kind.is_array else f", e.g. table.update_view('{column}Int = (long){column}')"
+        raise ArgumentTypeError(
+            f"{where}: column {column!r} ({kind.deephaven_type}) holds floating values, which an integer output "
+            f"({out_dtype}) would truncate (2.7 -> 2, NaN to an arbitrary integer); pass a float output, e.g. "
+            f"{dtype_setting(dtype_arg, dtype_key, 'float32')}, or convert it in DQL first if truncation is what you "
+            f"want{example}"
         )
 
 
