@@ -76,9 +76,19 @@ class TableLoader:
         nulls: ``"error"`` (raise, naming column and row), ``"nan"`` (floating outputs only), a
             number to fill with, or a dict column -> one of those (other columns: ``"error"``); a
             String column takes ``"error"`` or a fill string, per column (``nulls={"Sym": "[UNK]"}``).
+            A global ``"nan"`` fills the floating outputs and leaves integer outputs (an integer label,
+            an integer ``dtype``) at ``"error"``: NaN does not exist there, so a null in one raises, saying
+            so; give it a fill number (``nulls={"Label": -1}``) or a float ``label_dtype`` / ``dtype``. A
+            per-column ``"nan"`` on an integer output is refused when the loader is built.
         sample_weight: a column of per-row weights; batches become ``(x, y, w)``.
-        dtype: the dtype of features, weights and non-integer labels.
-        label_dtype: the dtype of labels; None keeps integer labels integer.
+        dtype: the dtype of features, weights and non-integer labels; or a dict input -> dtype for the
+            features, keyed by a key of a dict ``features`` (the Keras input name) or a feature column,
+            e.g. ``{"num": ["A", "B"], "cat": "CatCode"}`` with ``dtype={"cat": "int32"}`` keeps integer
+            codes exact (float32 holds integers exactly only up to 2**24); the inputs it does not name,
+            weights and non-integer labels get float32. A key that names no feature input or column is
+            refused, as is a float column into an integer output (it would truncate).
+        label_dtype: the dtype of labels; None keeps integer labels integer. A String label is refused
+            (Keras cannot train on it): make integer codes with ``dh_tf.integer_codes``.
         prefetch: pages read ahead of the consumer; 0 with one reader thread reads inline.
         reader_threads: threads reading pages at once (NOTE [ Reader threads ] in reading/reader_threads.py);
             default :func:`default_reader_threads` (the usable CPU cores, at most 8).
