@@ -400,9 +400,12 @@ def string_sizes(j_table: Any, columns: Sequence[str], rows: int) -> dict[str, i
     """The bytes of the largest Python ``str`` among the first ``rows`` rows of each String column of ``j_table``.
 
     Reads those rows as the loader does (NOTE [ Page size ] in reading/page_size.py). A column whose
-    rows looked at are all null (or a table with no rows) is left out. ``j_table`` must not tick
-    while it is read (a static table, or a snapshot); call it on a thread with an ExecutionContext.
+    rows looked at are all null (or a table with no rows) is left out, and every column where the
+    fast path does not work (:func:`available`). ``j_table`` must not tick while it is read (a static
+    table, or a snapshot); call it on a thread with an ExecutionContext.
     """
+    if not available():
+        return {}
     kinds = {name: column_kind(STRING_TYPE) for name in columns}
     rows = min(rows, int(j_table.size()))
     out = {name: np.empty(rows, dtype=object) for name in columns}
