@@ -145,8 +145,8 @@ def test_no_file_or_thread_is_left_open_and_close_removes_the_files(table, cache
     first = batches(ds)
     cache_only()
     threads = threading.active_count()
-    own = sorted(_open_files_under(directory))  # the cache's own descriptors, one per file
-    assert len(own) == 2
+    own = sorted(_open_files_under(directory))  # the cache's own descriptors: one per field file, owner.lock
+    assert len(own) == 3
     expected_ids = np.sort(np.concatenate([b[0] for b in first]))
     for _ in range(100):  # the bar: nothing accumulates over 100 cached epochs
         again = batches(ds)

@@ -10,19 +10,21 @@ error) leaves a cache that is partly covered and never wrong: the next epoch rea
 pages from disk and the others from the source, filling them in. Later epochs (any shuffle) map the
 file ranges of each page (NOTE [ Mapped cache reads ]): no JVM work and, unshuffled, no copy at all;
 RSS stays bounded by the pages in flight.
-Only static tables: a refreshing table changes between epochs. The loader owns the files: they are
-removed by ``close()`` or when the cache is garbage-collected, and the whole file size is reserved
-up front (``posix_fallocate``), so a full disk fails at once, with nothing left behind.
+Only static tables: a refreshing table changes between epochs. The loader owns the files: the
+constructor only checks that they fit (NOTE [ Cache directories ] in ``reading/cache_dir.py``); they
+are made when the first epoch starts, their whole size reserved then (``posix_fallocate``), so a
+disk that filled meanwhile fails at once, with nothing left behind; ``close()`` or garbage
+collection removes them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import mmap
 import os
-import shutil
-import tempfile
+import secrets
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
@@ -32,27 +34,52 @@ from typing import Any
 import numpy as np
 
 from dh_tf.errors import ArgumentError, ArgumentTypeError, CacheError, CacheSpaceError, UsageError
-from dh_tf.reading.buffers import concatenate_rows, take_rows
+from dh_tf.reading.buffers import concatenate_rows, empty_aligned, take_rows
+from dh_tf.reading.cache_dir import (
+    CACHE_PREFIX,
+    SPACE_ERRNOS,
+    CacheFiles,
+    check_room,
+    default_cache_root,
+    existing_ancestor,
+    free_bytes,
+    space_error,
+)
 from dh_tf.reading.layout import Layout
 from dh_tf.reading.pages import PageReader, deliver
 from dh_tf.reading.plan import PagePlan, page_positions
 from dh_tf.sources.protocol import EpochView, Span
 
+MAX_LIVE_MAPPINGS: int | None = None
+"""Cache mappings alive at once in this process, at most; None: a quarter of ``vm.max_map_count``.
+
+Past it, cached pages are read into new arrays instead of mapped (NOTE [ Mapped cache reads ])."""
+
 
 def check_cache_arg(cache: Any, where: str) -> str | None:
     """The directory in which to create the cache (None: no cache), from the ``cache=`` argument.
 
+    ``True`` is :func:`~dh_tf.reading.cache_dir.default_cache_root`, read now; it is made when the
+    first epoch starts. Nothing is created here.
+
     Raises:
         TypeError: ``cache`` is not a bool, a str or a path.
-        ValueError: the directory does not exist, is not a directory, or is not writable.
+        ValueError: the directory does not exist, is not a directory, or is not writable (for
+            ``True``: its nearest existing parent is not).
     """
     if cache is False:
         return None
     if cache is True:
-        return tempfile.gettempdir()
+        root = default_cache_root()
+        if not os.access(existing_ancestor(root), os.W_OK | os.X_OK):
+            raise ArgumentError(
+                f"{where}: cache=True keeps the cache in {str(root)!r}, but {str(existing_ancestor(root))!r} is "
+                "not writable; set XDG_CACHE_HOME or pass cache=<a writable directory>"
+            )
+        return str(root)
     if not isinstance(cache, (str, os.PathLike)) or isinstance(cache, bytes):
         raise ArgumentTypeError(
-            f"{where}: cache must be False, True (a temporary directory) or a directory path "
+            f"{where}: cache must be False, True (the user cache directory) or a directory path "
             f"(got {cache!r} of type {type(cache).__name__})"
         )
     directory = Path(cache)
@@ -66,14 +93,16 @@ def check_cache_arg(cache: Any, where: str) -> str | None:
 class EpochCache:
     """One file per field under a new directory in ``parent``, sized for the rows ``[first_row, first_row + num_rows)``.
 
-    Thread-safe: reader threads write and read disjoint or identical ranges concurrently. Closing
-    is safe at any time, from any thread (NOTE [ Closing a cache in use ]).
+    The constructor checks and creates nothing; :meth:`create` makes the files when the first epoch
+    starts (NOTE [ Cache directories ] in ``reading/cache_dir.py``). Thread-safe: reader threads
+    write and read disjoint or identical ranges concurrently. Closing is safe at any time, from any
+    thread (NOTE [ Closing a cache in use ]).
 
     Raises:
-        CacheSpaceError: the file system of ``parent`` cannot hold the cache, or has no room for its
-            directory (the message names the directory and the bytes needed); nothing is left behind.
-        ArgumentError: the directory cannot be created in ``parent`` for another reason.
-        ArgumentTypeError: the layout reads String columns (checked first, nothing is created).
+        ArgumentTypeError: the layout reads String columns.
+        CacheSpaceError: ``parent``'s file system has less room than the cache needs, or it is
+            tmpfs/ramfs and the cache exceeds ``MemAvailable`` (the message names the directory
+            and the bytes needed).
     """
 
     def __init__(self, parent: str, layout: Layout, num_rows: int, where: str, *, first_row: int = 0) -> None:
@@ -91,38 +120,43 @@ class EpochCache:
         self.first_row = first_row
         self.nbytes = num_rows * sum(self._row_bytes)
         self._where = where
-        try:
-            self.directory = tempfile.mkdtemp(prefix="dh_tf-cache-", dir=parent)
-        except OSError as e:
-            if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise self._space_error(e, parent) from e
-            raise ArgumentError(f"{where}: cannot create the cache in {parent!r}: {e}") from e
-        self._fds: list[int] = []
-        self._finalizer = weakref.finalize(self, _remove, self.directory, self._fds)
+        self._parent = parent
+        check_room(parent, self.nbytes, num_rows, where)
+        self.directory = os.path.join(parent, f"{CACHE_PREFIX}{os.getpid()}-{secrets.token_hex(6)}")
+        """Where the files are made when the first epoch starts; it does not exist before."""
+        self._files = CacheFiles()
+        self._finalizer = weakref.finalize(self, self._files.remove)
         self._lock = threading.Lock()
+        self._create_lock = threading.Lock()
         self._covered: list[Span] = []
         self._users = 0
         self._closed = False
-        try:
-            for index, row_bytes in enumerate(self._row_bytes):
-                fd = os.open(self.paths[index], os.O_RDWR | os.O_CREAT, 0o600)
-                self._fds.append(fd)
-                if num_rows:
-                    _reserve(fd, num_rows * row_bytes)
-        except OSError as e:
-            self.close()
-            if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-                raise self._space_error(e, parent) from e
-            raise
 
-    def _space_error(self, error: OSError, parent: str) -> CacheSpaceError:
-        return CacheSpaceError(
-            error.errno,
-            f"{self._where}: no room for the epoch cache in {parent!r}: it needs {self.nbytes} bytes "
-            f"({self.nbytes / 2**20:.1f} MiB) for {self.num_rows} rows; free "
-            f"{shutil.disk_usage(parent).free} bytes there, or pass cache=<a directory on a bigger disk> "
-            f"({error.strerror})",
-        )
+    def create(self) -> None:
+        """Makes the directory and reserves the files; does nothing once they exist. Called as each epoch starts.
+
+        Safe from any thread, two at once (one makes the files, the other waits). A failure
+        leaves nothing behind, and the next call tries again.
+
+        Raises:
+            CacheSpaceError: no room for the files (the message names the directory and the bytes needed).
+            CacheError: the directory or files cannot be made for another reason.
+            UsageError: the cache was closed.
+        """
+        with self._in_use(), self._create_lock:  # in use: a close() meanwhile removes the files when this ends
+            if self._files.directory is not None:
+                return
+            try:
+                self._files.make(self.directory, [self.num_rows * row_bytes for row_bytes in self._row_bytes])
+            except OSError as e:
+                if e.errno in SPACE_ERRNOS:
+                    raise self._space_error(e) from e
+                raise CacheError(e.errno, f"{self._where}: cannot create the epoch cache {self.directory!r}: {e}") from e
+
+    def _space_error(self, error: OSError) -> CacheSpaceError:
+        free = free_bytes(self._parent)
+        reason = f"free {free} bytes there, or pass cache=<a directory on a bigger disk> ({error.strerror})"
+        return space_error(self._where, self._parent, self.nbytes, self.num_rows, reason, error.errno or errno.ENOSPC)
 
     @contextlib.contextmanager
     def _in_use(self) -> Iterator[None]:
@@ -166,14 +200,20 @@ class EpochCache:
 
         Raises:
             UsageError: the cache was closed.
+            CacheSpaceError: the file system has no room (as :meth:`create`).
         """
         with self._in_use():
-            for fd, row_bytes, array in zip(self._fds, self._row_bytes, arrays):
+            for fd, row_bytes, array in zip(self._files.fds, self._row_bytes, arrays):
                 view = memoryview(np.ascontiguousarray(array)).cast("B")
                 offset = 0
                 for start, stop in spans:
                     size = (stop - start) * row_bytes
-                    _write_all(fd, view[offset : offset + size], (start - self.first_row) * row_bytes)
+                    try:
+                        _write_all(fd, view[offset : offset + size], (start - self.first_row) * row_bytes)
+                    except OSError as e:  # a file system that could not reserve (no fallocate), or a file cut
+                        if e.errno in SPACE_ERRNOS:
+                            raise self._space_error(e) from e
+                        raise
                     offset += size
             with self._lock:
                 for span in spans:
@@ -218,12 +258,12 @@ class EpochCache:
 
     def _rows(self, index: int, start: int, stop: int, last_row: int) -> np.ndarray:
         """Field ``index``'s bytes of table rows ``[start, stop)``, mapped, once its file holds ``last_row``'s."""
-        path, fd, row_bytes = self.paths[index], self._fds[index], self._row_bytes[index]
+        path, fd, row_bytes = self.paths[index], self._files.fds[index], self._row_bytes[index]
         end, size = (last_row - self.first_row) * row_bytes, os.fstat(fd).st_size
         if size < end:  # a mapping past the end would kill the process (SIGBUS) when read
             raise CacheError(errno.EIO, f"dh_tf cache: {path!r} holds {size} bytes, "
                                         f"fewer than the {end} its covered rows need")
-        return _mapped(fd, (start - self.first_row) * row_bytes, (stop - start) * row_bytes)
+        return _file_bytes(fd, (start - self.first_row) * row_bytes, (stop - start) * row_bytes)
 
     def close(self) -> None:
         """Closes and removes the cache files, now or when the last running read or write ends. Safe twice, any thread."""
@@ -286,23 +326,17 @@ class CachingPageReader:
             self._pages = None
 
 
-def _reserve(fd: int, size: int) -> None:
-    try:
-        os.posix_fallocate(fd, 0, size)
-    except OSError as e:
-        if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
-            raise
-        os.ftruncate(fd, size)  # a file system without fallocate: sparse file, checked on write
-
-
 def _write_all(fd: int, data: memoryview, offset: int) -> None:
     while len(data):
         written = os.pwrite(fd, data, offset)
         data, offset = data[written:], offset + written
 
 
-def _mapped(fd: int, offset: int, size: int) -> np.ndarray:
+def _file_bytes(fd: int, offset: int, size: int) -> np.ndarray:
     """The ``size`` bytes at ``offset`` of ``fd`` as a uint8 array over a new private mapping of them.
+
+    Past :data:`MAX_LIVE_MAPPINGS` mappings alive in this process, a new aligned array holding a
+    copy of them instead.
 
     NOTE [ Mapped cache reads ]
     A cached page is not copied out of the file: each of its spans is mapped and handed on as an
@@ -321,22 +355,67 @@ def _mapped(fd: int, offset: int, size: int) -> np.ndarray:
     RSS while it lives, as a page array's would), and ``close()`` may remove the files while a page
     is in flight (the mapping keeps the file's pages until then). The file's size is checked before
     mapping: reading a mapping past the end of a file that was cut from outside would kill the
-    process (SIGBUS) instead of raising ``CacheError``.
+    process (SIGBUS) instead of raising ``CacheError``. A process may hold ``vm.max_map_count``
+    mappings (65,530 by default) and a consumer that keeps every batch (``list(loader)``,
+    ``ds.cache()``) keeps a mapping per page and field, so past :data:`MAX_LIVE_MAPPINGS` (a
+    quarter of that, for the whole process) pages are read into new arrays: the same bytes, one copy more.
     """
-    start = offset - offset % mmap.ALLOCATIONGRANULARITY
-    mapping = mmap.mmap(fd, offset + size - start, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE,
-                        offset=start)
+    if not _MAPPINGS.take():
+        return _copied(fd, offset, size)
+    try:
+        start = offset - offset % mmap.ALLOCATIONGRANULARITY
+        mapping = mmap.mmap(fd, offset + size - start, flags=mmap.MAP_PRIVATE,
+                            prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=start)
+    except BaseException:
+        _MAPPINGS.give_back()
+        raise
+    weakref.finalize(mapping, _MAPPINGS.give_back)  # when the last array over it is gone, it is unmapped
     return np.frombuffer(mapping, dtype=np.uint8, count=size, offset=offset - start)
 
 
-def _remove(directory: str, fds: list[int]) -> None:
-    for fd in fds:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-    fds.clear()
-    shutil.rmtree(directory, ignore_errors=True)
+def _copied(fd: int, offset: int, size: int) -> np.ndarray:
+    """The ``size`` bytes at ``offset`` of ``fd`` read into a new aligned uint8 array (the file holds them)."""
+    out = empty_aligned(size, np.uint8)
+    view, done = memoryview(out), 0
+    while done < size:
+        read = os.preadv(fd, [view[done:]], offset + done)
+        if not read:
+            raise CacheError(errno.EIO, f"dh_tf cache: a file ended {size - done} bytes early at offset {offset + done}")
+        done += read
+    return out
+
+
+class _MappingCount:
+    """The cache mappings alive in this process, against :data:`MAX_LIVE_MAPPINGS`. Any thread."""
+
+    def __init__(self) -> None:
+        self.live = 0
+        self._lock = threading.RLock()  # reentrant: a finalizer may run give_back inside take's lock
+
+    def take(self) -> bool:
+        """Counts one more mapping and returns True, or returns False when the budget is spent."""
+        budget = _max_map_count() // 4 if MAX_LIVE_MAPPINGS is None else MAX_LIVE_MAPPINGS
+        with self._lock:
+            if self.live >= budget:
+                return False
+            self.live += 1
+            return True
+
+    def give_back(self) -> None:
+        with self._lock:
+            self.live -= 1
+
+
+_MAPPINGS = _MappingCount()
+
+
+@functools.cache
+def _max_map_count() -> int:
+    try:
+        with open("/proc/sys/vm/max_map_count", encoding="ascii") as limit:
+            return int(limit.read())
+    except (OSError, ValueError):
+        return 65530  # Linux's default
 
 
 def _inside(span: Span, covered: list[Span]) -> bool:

@@ -92,10 +92,13 @@ class TableLoader:
         prefetch: pages read ahead of the consumer; 0 with one reader thread reads inline.
         reader_threads: threads reading pages at once (NOTE [ Reader threads ] in reading/reader_threads.py);
             default :func:`default_reader_threads` (the usable CPU cores, at most 8).
-        cache: False (default); True to keep the decoded epoch in a new temporary directory; or a
-            directory path (e.g. on a fast local disk) to create it in. Epochs after the first read
+        cache: False (default); True to keep the decoded epoch in a new directory under the user's
+            cache directory (``$XDG_CACHE_HOME/dh_tf/epoch-cache``, else ``~/.cache/dh_tf/epoch-cache``);
+            or a directory path (e.g. on a fast local disk) to create it in. Epochs after the first read
             the cache, not the table (NOTE [ Epoch cache ] in reading/epoch_cache.py). Static tables only. The
-            files are removed by :meth:`close` (or ``with TableLoader(...)``) or garbage collection.
+            constructor checks the room and creates nothing; the files are made when the first epoch
+            starts (NOTE [ Cache directories ] in reading/cache_dir.py) and removed by :meth:`close` (or
+            ``with TableLoader(...)``) or garbage collection.
         shuffle_block_rows: rows per shuffle block (>= 65536; default :data:`SHUFFLE_BLOCK_ROWS`,
             aligned to 1 MiB Parquet data pages).
         read_path: ``"auto"`` (the engine fast path when it works here, else public API),
@@ -117,7 +120,8 @@ class TableLoader:
             refreshing table or in a directory that is not writable, or padding options that do
             not fit (``padding`` / ``truncating`` not ``"pre"`` / ``"post"``, ``pad_to`` < 1 or naming
             a column that is not an array column read).
-        CacheSpaceError: the cache directory's disk cannot hold the cache (an ``OSError``).
+        CacheSpaceError: the cache directory's disk cannot hold the cache, or it is tmpfs/ramfs and the
+            cache exceeds ``MemAvailable`` (an ``OSError``); also when an epoch starts, if the disk filled meanwhile.
 
     Example:
         >>> loader = TableLoader(t.where("Split = `train`"), ["A", "B"], "Label", batch_size=16)
@@ -240,7 +244,7 @@ class TableLoader:
 
     @property
     def cache_directory(self) -> str | None:
-        """The directory holding this loader's epoch cache files, or None without ``cache``."""
+        """The directory of this loader's epoch cache files (made when the first epoch starts), or None without ``cache``."""
         return None if self._cache is None else self._cache.directory
 
     @property
@@ -380,6 +384,8 @@ class TableLoader:
 
     def _groups(self, epoch: int, skip_batches: int) -> Iterator[list[np.ndarray]]:
         cache, closes = self._cache, self._closes
+        if cache is not None:
+            cache.create()  # the first epoch makes the files (NOTE [ Cache directories ])
         with self.source.open_epoch(self.layout.columns) as view:
             skip_rows = min(skip_batches * self.batch_size, self.plan.shard_rows(view.num_rows))
             pages = read_in_order(

@@ -39,8 +39,9 @@ from dh_tf.write.sinks import PAGE_FILE, HeapSink, ParquetSink, write_all
 __all__ = ["NOT_READING_OPTIONS", "PAGE_FILE", "WRITE_PATHS", "OutputSpec", "column_dtype", "predict_table"]
 
 WRITE_PATHS = ("auto", "engine", "public")
-NOT_READING_OPTIONS = ("label", "sample_weight", "shuffle", "seed", "drop_remainder")
-"""TableLoader options that make no sense for scoring: rows are read once, all, in table order."""
+NOT_READING_OPTIONS = ("label", "sample_weight", "shuffle", "seed", "drop_remainder", "cache")
+"""TableLoader options that make no sense for scoring: rows are read once, all, in table order (so an
+epoch cache would be written and never read)."""
 _WHERE = "predict_table"
 
 
@@ -111,7 +112,7 @@ def predict_table(
         ValueError (ArgumentError): before any data moves: ``batch_size`` < 1, ``output`` does not match the Keras model's outputs,
             ``keep`` names an unknown column or one that is also an output name, ``directory`` exists
             and is not empty without ``overwrite``, a reading option is one that scoring cannot
-            take, or a TableLoader check fails. For a callable, at the first group, before
+            take (``cache`` among them: each row is read once), or a TableLoader check fails. For a callable, at the first group, before
             anything is written: ``output`` does not match what it returned. While scoring: a
             model output has the wrong number of rows. On any error nothing is left at ``directory``.
             Remote tables: ``directory`` or ``write_path`` given, ``bind_as`` not a valid name;
@@ -135,15 +136,16 @@ def predict_table(
     write_path = choice_arg(write_path, "write_path", _WHERE, WRITE_PATHS)
     bad = [name for name in NOT_READING_OPTIONS if name in reading_options]
     if bad:
+        why = "; an epoch cache would be written and never read" if bad[0] == "cache" else ""
         raise ArgumentError(
             f"{_WHERE}: {bad[0]} must not be given (got {bad[0]}={reading_options[bad[0]]!r}); "
-            "every row is scored once, in table order"
+            f"every row is scored once, in table order{why}"
         )
     directory = renamed_arg(directory, path, "directory", "path", _WHERE, None)
     bind_as = _check_bind_as(bind_as, remote, directory, write_path)
     out_path = None if directory is None else _check_path(directory, overwrite)
     predictor.check_static(outputs)
-    # Validates features and reading options before any data moves (a snapshot included).
+    # Validates features and reading options before any data moves (a snapshot included); creates no file.
     TableLoader(table, features, batch_size=batch_size, shuffle=False, **reading_options).close()
     engine = write_path == "engine" or (write_path == "auto" and engine_write.available())
     needed = list(dict.fromkeys([*feature_columns(features), *keep_columns]))
