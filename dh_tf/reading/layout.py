@@ -242,17 +242,18 @@ def build_layout(
     )
 
 
-Input = tuple[str | None, tuple[str, ...]]
+FeatureInput = tuple[str | None, tuple[str, ...]]
 """A feature input: its key in a dict ``features`` spec (None for a plain spec), and its columns."""
 
 
-def feature_dtypes(dtype: Mapping[Any, Any], inputs: Sequence[Input], where: str) -> dict[Input, tuple[str, np.dtype]]:
+def feature_dtypes(
+    dtype: Mapping[Any, Any], inputs: Sequence[FeatureInput], where: str
+) -> dict[FeatureInput, tuple[str, np.dtype]]:
     """Input -> (the ``dtype`` key that names it, its dtype), for the inputs a ``dtype`` dict names.
 
-    The inputs it does not name keep :data:`DEFAULT_DTYPE`.
-
     A key is an input name (a key of a dict ``features`` spec, what Keras matches to ``Input(name=...)``) or a
-    feature column; it sets the dtype of the input of that name and of every input made of that column.
+    feature column; it sets the dtype of the input of that name and of every input made of that column. The
+    inputs it does not name keep :data:`DEFAULT_DTYPE`.
 
     Example: ``features={"num": ["A", "B"], "cat": "CatCode"}, dtype={"cat": "int32"}``: ``num`` float32,
     ``cat`` int32, so integer codes stay exact past 2**24 (a float32 holds integers exactly up to 2**24 only).
@@ -270,9 +271,9 @@ def feature_dtypes(dtype: Mapping[Any, Any], inputs: Sequence[Input], where: str
             f"{allowed} (the label's dtype is label_dtype)"
         )
     checked = {k: _numeric_dtype(v, f"dtype[{k!r}]", where) for k, v in dtype.items()}
-    result: dict[Input, tuple[str, np.dtype]] = {}
+    result: dict[FeatureInput, tuple[str, np.dtype]] = {}
     for key, columns in inputs:
-        names = [n for n in dict.fromkeys([key, *columns]) if n in checked]
+        names = [n for n in dict.fromkeys(columns if key is None else (key, *columns)) if n in checked]
         if not names:
             continue
         missing = [] if key in checked else [c for c in columns if c not in checked]
