@@ -12,9 +12,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_PSK = "dh-tf-test-psk"
+
+# Property tests (test_properties.py) run the same examples every time in CI and `make test`, in a few
+# seconds; HYPOTHESIS_PROFILE=thorough searches fresh random examples, many more of them.
+settings.register_profile("ci", derandomize=True, max_examples=60, deadline=None, database=None)
+settings.register_profile("thorough", max_examples=2000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def free_port() -> int:
