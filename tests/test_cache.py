@@ -345,6 +345,29 @@ def test_cache_true_is_under_the_user_cache_directory_read_at_each_call(table, t
     assert Path(loader.cache_directory).parent == tmp_path / "home" / ".cache" / "dh_tf" / "epoch-cache"
 
 
+def test_epochs_starting_at_once_make_the_files_once(tmp_path):
+    from dh_tf.reading.epoch_cache import EpochCache
+    from dh_tf.reading.layout import build_layout
+
+    layout = build_layout({"Id": "long"}, ["Id"], None, None, dtype="float32", label_dtype=None, nulls="error")
+    cache = EpochCache(str(tmp_path), layout, 1000, "TableLoader")
+    start = threading.Barrier(8)
+
+    def begin():
+        start.wait()
+        cache.create()
+
+    threads = [threading.Thread(target=begin) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [p.name for p in tmp_path.iterdir()] == [Path(cache.directory).name]
+    assert sorted(p.name for p in Path(cache.directory).iterdir()) == ["field0.bin", "owner.lock"]
+    cache.close()
+    assert list(tmp_path.iterdir()) == []
+
+
 KILLED_OWNER_SCRIPT = """
 import os, signal, sys
 from dh_tf.reading.epoch_cache import EpochCache

@@ -252,18 +252,22 @@ class EpochCache:
         arrays = []
         with self._in_use():
             for index, field in enumerate(self._fields):
-                rows = self._rows(index, low, high, high).view(field.dtype).reshape(-1, *field.shape)
+                rows = self._rows(index, low, high, high, transient=True)  # may span the table: never copied
+                rows = rows.view(field.dtype).reshape(-1, *field.shape)
                 arrays.append(take_rows(rows, offsets))
         return arrays
 
-    def _rows(self, index: int, start: int, stop: int, last_row: int) -> np.ndarray:
-        """Field ``index``'s bytes of table rows ``[start, stop)``, mapped, once its file holds ``last_row``'s."""
+    def _rows(self, index: int, start: int, stop: int, last_row: int, *, transient: bool = False) -> np.ndarray:
+        """Field ``index``'s bytes of table rows ``[start, stop)``, mapped, once its file holds ``last_row``'s.
+
+        ``transient``: the caller drops the array at once, so it is mapped whatever the budget.
+        """
         path, fd, row_bytes = self.paths[index], self._files.fds[index], self._row_bytes[index]
         end, size = (last_row - self.first_row) * row_bytes, os.fstat(fd).st_size
         if size < end:  # a mapping past the end would kill the process (SIGBUS) when read
             raise CacheError(errno.EIO, f"dh_tf cache: {path!r} holds {size} bytes, "
                                         f"fewer than the {end} its covered rows need")
-        return _file_bytes(fd, (start - self.first_row) * row_bytes, (stop - start) * row_bytes)
+        return _file_bytes(fd, (start - self.first_row) * row_bytes, (stop - start) * row_bytes, transient)
 
     def close(self) -> None:
         """Closes and removes the cache files, now or when the last running read or write ends. Safe twice, any thread."""
@@ -332,11 +336,12 @@ def _write_all(fd: int, data: memoryview, offset: int) -> None:
         data, offset = data[written:], offset + written
 
 
-def _file_bytes(fd: int, offset: int, size: int) -> np.ndarray:
+def _file_bytes(fd: int, offset: int, size: int, transient: bool = False) -> np.ndarray:
     """The ``size`` bytes at ``offset`` of ``fd`` as a uint8 array over a new private mapping of them.
 
     Past :data:`MAX_LIVE_MAPPINGS` mappings alive in this process, a new aligned array holding a
-    copy of them instead.
+    copy of them instead, unless ``transient`` (the caller drops the array at once: a shuffled page's
+    gather, whose range may span the whole file).
 
     NOTE [ Mapped cache reads ]
     A cached page is not copied out of the file: each of its spans is mapped and handed on as an
@@ -358,9 +363,10 @@ def _file_bytes(fd: int, offset: int, size: int) -> np.ndarray:
     process (SIGBUS) instead of raising ``CacheError``. A process may hold ``vm.max_map_count``
     mappings (65,530 by default) and a consumer that keeps every batch (``list(loader)``,
     ``ds.cache()``) keeps a mapping per page and field, so past :data:`MAX_LIVE_MAPPINGS` (a
-    quarter of that, for the whole process) pages are read into new arrays: the same bytes, one copy more.
+    quarter of that, for the whole process) pages are read into new arrays: the same bytes, one copy more
+(a shuffled page's gather maps its range for a moment only, whatever the budget).
     """
-    if not _MAPPINGS.take():
+    if not _MAPPINGS.take(always=transient):
         return _copied(fd, offset, size)
     try:
         start = offset - offset % mmap.ALLOCATIONGRANULARITY
@@ -392,11 +398,11 @@ class _MappingCount:
         self.live = 0
         self._lock = threading.RLock()  # reentrant: a finalizer may run give_back inside take's lock
 
-    def take(self) -> bool:
-        """Counts one more mapping and returns True, or returns False when the budget is spent."""
+    def take(self, always: bool = False) -> bool:
+        """Counts one more mapping and returns True, or returns False when the budget is spent (unless ``always``)."""
         budget = _max_map_count() // 4 if MAX_LIVE_MAPPINGS is None else MAX_LIVE_MAPPINGS
         with self._lock:
-            if self.live >= budget:
+            if self.live >= budget and not always:
                 return False
             self.live += 1
             return True
