@@ -149,8 +149,13 @@ def test_fit_needs_a_dh_tf_dataset_and_the_callback_needs_fit(tmp_path, table):
     assert isinstance(run, keras.callbacks.Callback)
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
     model.compile("sgd", "mse")
-    with pytest.raises(TypeError, match="dataset must come from dh_tf.to_dataset"):
+    with pytest.raises(TypeError, match="expected a dh_tf.TableLoader or a dataset from dh_tf.to_dataset"):
         run.fit(model, tf.data.Dataset.range(3), epochs=1)
+    mapped = dh_tf.to_dataset(table, ["X"], "X", batch_size=1000).map(lambda x, y: (x * 2, y))
+    with pytest.raises(TypeError, match=r"derived from a dh_tf dataset \(by map, batch, ...\).*pass the TableLoader"):
+        run.fit(model, mapped, epochs=1)
+    with pytest.raises(TypeError, match=r"derived from a dh_tf dataset \(by map, batch, ...\)"):
+        dh_tf.SyncEpochs(mapped.batch(2))
     with pytest.raises(RuntimeError, match=r"train with run.fit\(model, dataset, ...\), not model.fit"):
         model.fit(dh_tf.to_dataset(table, ["X"], "X", batch_size=1000), epochs=1, callbacks=[run], verbose=0)
 
@@ -170,8 +175,9 @@ def test_sync_epochs_maps_keras_epochs_to_loader_epochs(table):
     model.compile("sgd", "mse")
     model.fit(ds, epochs=2, callbacks=[dh_tf.SyncEpochs(ds), Record()], verbose=0)
     assert seen == [0, 1]
-    with pytest.raises(TypeError, match="SyncEpochs: dataset must come from dh_tf.to_dataset"):
+    with pytest.raises(TypeError, match="SyncEpochs: expected a dh_tf.TableLoader or a dataset from dh_tf.to_dataset"):
         dh_tf.SyncEpochs([1, 2])
+    assert dh_tf.SyncEpochs(ds.dh_tf_loader).loader is ds.dh_tf_loader  # the loader itself, e.g. behind ds.map(f)
 
 
 # --- bugs found by the third wave's review; each test failed before its fix ---
@@ -232,8 +238,9 @@ def test_state_dict_is_right_after_fit_without_callbacks(table):
     assert (ds.dh_tf_loader.state_dict()["epoch"], ds.dh_tf_loader.state_dict()["batches"]) == (3, 0)
 
 
-def test_a_dataset_of_a_resumed_loader_is_right_on_every_pass(table):
-    """Bug 8: the rest of the resumed epoch, then whole epochs; no count fixed for the first pass."""
+def test_a_dataset_of_a_resumed_loader_is_the_rest_of_its_epoch_once(table):
+    """The rest of the resumed epoch with its count, then a clear refusal (Keras 3 would keep that count for
+    every later epoch and cut the whole ones short); a dataset built afterwards reads whole epochs."""
     import tensorflow as tf
 
     reference = dh_tf.TableLoader(table, "Id", **KW)
@@ -241,12 +248,14 @@ def test_a_dataset_of_a_resumed_loader_is_right_on_every_pass(table):
     loader = dh_tf.TableLoader(table, "Id", **KW)
     loader.load_state_dict({**loader.state_dict(), "batches": 40})
     ds = dh_tf.dataset_from_loader(loader)
-    assert ds.cardinality() == tf.data.UNKNOWN_CARDINALITY
-    passes = [np.concatenate([b.numpy() for b in ds]) for _ in range(3)]
-    assert np.array_equal(passes[0], epochs[0][40 * 100 :])
-    assert np.array_equal(passes[1], epochs[1]) and np.array_equal(passes[2], epochs[2])
-    fresh = dh_tf.dataset_from_loader(dh_tf.TableLoader(table, "Id", **KW))
-    assert fresh.cardinality() == 101
+    assert ds.cardinality() == 101 - 40
+    assert np.array_equal(np.concatenate([b.numpy() for b in ds]), epochs[0][40 * 100 :])
+    with pytest.raises(tf.errors.OpError, match=r"resume point \(0, 40\) \(epoch, batches\) was pending"):
+        list(ds)
+    later = dh_tf.dataset_from_loader(loader)
+    assert later.cardinality() == 101
+    passes = [np.concatenate([b.numpy() for b in later]) for _ in range(2)]
+    assert np.array_equal(passes[0], epochs[1]) and np.array_equal(passes[1], epochs[2])
 
 
 def test_resumable_training_counts_steps_not_hook_calls(table, tmp_path):
@@ -266,3 +275,38 @@ def test_resumable_training_counts_steps_not_hook_calls(table, tmp_path):
     run.fit(model, ds, epochs=1, callbacks=[keras.callbacks.LambdaCallback(on_train_batch_end=stop)], verbose=0)
     assert seen == [3, 7, 11]  # three hook calls for twelve steps
     assert run.saved_state["epoch"] == 0 and run.saved_state["batches"] == 12
+
+
+def test_resumable_training_keeps_the_users_preprocessing_on_resume(table, tmp_path):
+    """A loader and make_dataset: the rest of the resumed epoch and the later epochs both go through the user's map."""
+    import keras
+    import tensorflow as tf
+
+    rows_seen: list[int] = []
+
+    def make_dataset(loader):
+        def note(y):
+            rows_seen.append(int(tf.size(y)))
+            return y
+
+        return dh_tf.dataset_from_loader(loader).map(
+            lambda x, y: (x, tf.reshape(tf.py_function(note, [y], tf.float32), tf.shape(y))))
+
+    def stop_at_step_4(batch, logs):
+        run.model.stop_training = batch == 4
+
+    def model():
+        built = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+        built.compile(optimizer="sgd", loss="mse")
+        return built
+
+    def loader():
+        return dh_tf.TableLoader(table, ["X"], "X", batch_size=100, label_dtype="float32")
+
+    run = dh_tf.ResumableTraining(tmp_path, every=100)
+    run.fit(model(), loader(), epochs=2, make_dataset=make_dataset, verbose=0,
+            callbacks=[keras.callbacks.LambdaCallback(on_train_batch_end=stop_at_step_4)])
+    assert (run.saved_state["epoch"], run.saved_state["batches"]) == (0, 5)
+    rows_seen.clear()
+    dh_tf.ResumableTraining(tmp_path).fit(model(), loader(), epochs=2, make_dataset=make_dataset, verbose=0)
+    assert sum(rows_seen) == (table.size - 500) + table.size  # the rest of epoch 0, then epoch 1, all mapped

@@ -262,19 +262,23 @@ class TableLoader:
             self._next_epoch = int_arg(epoch, "epoch", "TableLoader.set_epoch", minimum=0)
             self._progress = (self._next_epoch, self._resume[1] if self._resume and self._resume[0] == epoch else 0)
 
-    def begin_epoch(self) -> tuple[int, int]:
+    def begin_epoch(self, *, peek: bool = False) -> tuple[int, int]:
         """Starts the next epoch for a consumer that reads it: ``(epoch, batches to skip)``.
 
         Records the consumer's position as ``(epoch, batches skipped)`` (NOTE [ Resuming an epoch ]);
-        a resume point loaded for this epoch is used up. Pair it with :meth:`end_epoch`.
+        a resume point loaded for this epoch is used up. Pair it with :meth:`end_epoch`. With
+        ``peek`` (Keras' first-batch build: NOTE [ Keras peeks ] in tf/keras_peek.py) it returns the
+        same pair and changes nothing: the next epoch begun is that one again, from the same point.
         """
         with self._epoch_lock:
-            epoch, self._next_epoch = self._next_epoch, self._next_epoch + 1
-            skip_batches = 0
+            epoch, skip_batches = self._next_epoch, 0
             if self._resume is not None and self._resume[0] == epoch:
                 skip_batches = self._resume[1]
-                self._resume = None
-            self._progress = (epoch, skip_batches)
+            if not peek:
+                self._next_epoch = epoch + 1
+                if skip_batches:
+                    self._resume = None  # used up
+                self._progress = (epoch, skip_batches)
             return epoch, skip_batches
 
     def end_epoch(self, epoch: int) -> None:
@@ -369,18 +373,20 @@ class TableLoader:
                     yield self.layout.assemble(batch)
         self.end_epoch(epoch)
 
-    def iter_groups(self) -> Iterator[Any]:
+    def iter_groups(self, *, peek: bool = False) -> Iterator[Any]:
         """Yields the next epoch as *groups* of whole batches, assembled like batches.
 
         Each group but the last has a multiple of ``batch_size`` rows, so a consumer can cut it
         into batches itself (``to_dataset`` does this in TensorFlow's C++). The consumer counts
-        delivered batches itself (NOTE [ Resuming an epoch ]).
+        delivered batches itself (NOTE [ Resuming an epoch ]). With ``peek`` the pass reads the next
+        epoch without beginning it (:meth:`begin_epoch`).
         """
-        epoch, skip_batches = self.begin_epoch()
+        epoch, skip_batches = self.begin_epoch(peek=peek)
         with contextlib.closing(self._groups(epoch, skip_batches)) as groups:
             for group in groups:
                 yield self.layout.assemble(group)
-        self.end_epoch(epoch)  # the whole epoch was handed over (mid-epoch counts are the consumer's)
+        if not peek:
+            self.end_epoch(epoch)  # the whole epoch was handed over (mid-epoch counts are the consumer's)
 
     def _groups(self, epoch: int, skip_batches: int) -> Iterator[list[np.ndarray]]:
         cache, closes = self._cache, self._closes

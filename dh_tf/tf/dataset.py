@@ -7,23 +7,27 @@ cardinality (Keras progress bars know the number of steps).
 
 NOTE [ Epochs of a dataset ]
 Every pass over the dataset calls the loader's generator once, and every call is the loader's next
-epoch (its shuffle order is a function of ``(seed, epoch)``). ``model.fit(ds, epochs=N)`` makes
-exactly one pass per Keras epoch; a pass made outside ``fit`` (``ds.take(1)``, ``ds.reduce``, a
-``for`` loop over the dataset) uses an epoch too. To pin the mapping, ``ds.dh_tf_loader`` is the
-loader: ``ds.dh_tf_loader.set_epoch(0)`` before ``fit`` restarts the count. A dataset of a static
-table has the cardinality of one epoch, except one built from a loader with a resume point pending
-(``load_state_dict`` mid-epoch): its first pass is the rest of that epoch and later passes are whole
-epochs, so its cardinality is unknown (``dh_tf.ResumableTraining`` fits the rest of the epoch on a
-dataset of its own with the exact count).
+epoch (its shuffle order is a function of ``(seed, epoch)``), except Keras 3's first-batch peek
+under a ``tf.distribute`` strategy, which reads that epoch without beginning it (NOTE [ Keras
+peeks ] in tf/keras_peek.py). ``model.fit(ds, epochs=N)`` makes exactly one pass per Keras epoch;
+a pass made outside ``fit`` (``ds.take(1)``, ``ds.reduce``, a ``for`` loop over the dataset) uses
+an epoch too. To pin the mapping, ``ds.dh_tf_loader`` is the loader: ``ds.dh_tf_loader.set_epoch(0)``
+before ``fit`` restarts the count, and ``dh_tf.SyncEpochs(loader)`` sets it at each Keras epoch.
+A dataset of a static table has the cardinality of one epoch. One built from a loader with a resume
+point pending (``load_state_dict`` mid-epoch) is the rest of that epoch, once: its cardinality is
+the batches left, and a second pass is refused (Keras 3 keeps the length of a first pass of unknown
+length for every later epoch, so a longer second pass would be cut short without a word). Build
+the later epochs' dataset after it, as ``dh_tf.ResumableTraining`` does.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from dh_tf.errors import ArgumentError, ArgumentTypeError
+from dh_tf.errors import ArgumentError, ArgumentTypeError, UsageError
 from dh_tf.reading.layout import ColumnSpec
 from dh_tf.reading.loader import TableLoader
+from dh_tf.tf.keras_peek import keras_is_peeking
 from dh_tf.tf.specs import import_tensorflow, output_signature
 
 
@@ -129,12 +133,28 @@ def dataset_from_loader(loader: TableLoader) -> Any:
         return batches.concatenate(rest.take(tf.minimum(rows - whole, 1)))
 
     signature = output_signature(loader.layout, tf)
-    dataset = tf.data.Dataset.from_generator(loader.iter_groups, output_signature=signature)
+
+    resumed, passes = loader.resume_point, [0]
+
+    def groups() -> Any:
+        # NOTE [ Keras peeks ]: asked when the pass starts (the generator's first next(), on a tf.data thread)
+        peek = keras_is_peeking(loader)
+        if resumed is not None and not peek:
+            passes[0] += 1
+            if passes[0] > 1:  # NOTE [ Epochs of a dataset ]
+                raise UsageError(
+                    f"dataset_from_loader: this dataset was built while the loader's resume point {resumed} "
+                    "(epoch, batches) was pending, so its one pass is the rest of that epoch; build the later "
+                    "epochs' dataset after that pass (dh_tf.dataset_from_loader(loader) again), or train with "
+                    "dh_tf.ResumableTraining"
+                )
+        yield from loader.iter_groups(peek=peek)
+
+    dataset = tf.data.Dataset.from_generator(groups, output_signature=signature)
     dataset = dataset.flat_map(lambda *group: batches_of(group if len(group) > 1 else group[0]))
-    if not loader.source.is_refreshing and loader.resume_point is None:
-        # A loader with a resume point pending gives a first pass shorter than the later, full ones:
-        # no one count fits every pass, so its cardinality stays unknown (NOTE [ Epochs of a dataset ]).
-        dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(loader)))
+    if not loader.source.is_refreshing:
+        rest = len(loader) - (0 if resumed is None else resumed[1])  # NOTE [ Epochs of a dataset ]
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(rest))
     dataset = dataset.prefetch(tf.data.AUTOTUNE)
     if loader.plan.num_shards > 1:
         # tf.distribute's AUTO policy falls back to DATA sharding for generator datasets: every worker
@@ -143,4 +163,48 @@ def dataset_from_loader(loader: TableLoader) -> Any:
         policy.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         dataset = dataset.with_options(policy)
     dataset.dh_tf_loader = loader  # the loader behind the dataset: set_epoch, state_dict, close
+    dataset.dh_tf_peek_keys = (loader,)
     return dataset
+
+
+def loader_of(data: Any, where: str) -> TableLoader:
+    """The loader behind ``data``: a :class:`TableLoader` itself, or a dataset made by :func:`to_dataset`.
+
+    Raises:
+        ArgumentTypeError: ``data`` is a dataset derived from a dh_tf dataset (by ``.map``, ``.batch``,
+            ...: its epochs are the loader's, so pass the loader), or neither a loader nor a dh_tf dataset.
+    """
+    if isinstance(data, TableLoader):
+        return data
+    loader = getattr(data, "dh_tf_loader", None)
+    if isinstance(loader, TableLoader):
+        return loader
+    if _derived_loader(data) is not None:
+        raise ArgumentTypeError(
+            f"{where}: this dataset was derived from a dh_tf dataset (by map, batch, ...), which drops what "
+            "ties its passes to the loader's epochs; pass the TableLoader itself (the original dataset's "
+            ".dh_tf_loader) and, to resume, how to build your dataset from it"
+        )
+    raise ArgumentTypeError(
+        f"{where}: expected a dh_tf.TableLoader or a dataset from dh_tf.to_dataset (got {type(data).__name__})"
+    )
+
+
+def _derived_loader(dataset: Any) -> TableLoader | None:
+    """The loader of a dh_tf dataset that ``dataset`` was built from by tf.data transformations, if any."""
+    pending, seen = [dataset], set()
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        loader = getattr(current, "dh_tf_loader", None)
+        if isinstance(loader, TableLoader):
+            return loader
+        inputs = getattr(current, "_inputs", None)  # tf.data's own graph of datasets
+        if callable(inputs):
+            try:
+                pending.extend(inputs())
+            except NotImplementedError:  # a dataset type that does not list its inputs
+                continue
+    return None

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
 from dh_tf.live.follow import Follower, follow
 from dh_tf.reading.layout import ColumnSpec
+from dh_tf.tf.keras_peek import keras_is_peeking
 from dh_tf.tf.specs import import_tensorflow, output_signature
 
 
@@ -18,8 +20,10 @@ def follow_dataset(table: Any, features: ColumnSpec, label: ColumnSpec | None = 
     arguments are checked now. Each pass over the dataset is a new follower (its ``start`` counted
     from the moment the pass starts; the first pass from this call), built on a TensorFlow thread
     from the first follower's source (which carries the caller's ExecutionContext); it stops,
-    removing its listener and ending its reader, when TensorFlow releases the iterator. The batch
-    dimension is ``None`` (a flush after ``max_wait`` is partial).
+    removing its listener and ending its reader, when TensorFlow releases the iterator. Keras 3's
+    first-batch peek under a ``tf.distribute`` strategy is no pass: the next pass gets the batches
+    it took again, then the same follower's (NOTE [ Keras peeks ] in tf/keras_peek.py), so no row
+    is lost or repeated. The batch dimension is ``None`` (a flush after ``max_wait`` is partial).
 
     Raises:
         As :func:`follow`; MissingDependencyError (an ImportError): TensorFlow is not installed.
@@ -32,12 +36,31 @@ def follow_dataset(table: Any, features: ColumnSpec, label: ColumnSpec | None = 
     later = {name: value for name, value in options.items() if name != "queue_pages"}  # warned once, above
     later.update(prefetch=first[0].prefetch, page_rows=first[0].page_rows)
 
+    key = object()  # what this dataset's passes look for in a Keras peek (dataset.dh_tf_peek_keys)
+    peeked: list[tuple[Follower, Iterator[Any], list[Any]]] = []  # left by a peek for the next pass
+
     def batches() -> Iterator[Any]:
-        follower = first.pop() if first else follow(source, features, label, **later)
-        with follower:
-            yield from follower
+        peek = keras_is_peeking(key)
+        if peeked:
+            follower, rows, replay = peeked.pop()
+        else:
+            follower = first.pop() if first else follow(source, features, label, **later)
+            rows, replay = iter(follower), []
+        handed: list[Any] = []
+        try:
+            for batch in itertools.chain(replay, rows):
+                if peek:
+                    handed.append(batch)
+                yield batch
+        finally:
+            if peek:  # NOTE [ Keras peeks ]: the next pass gets these batches again, then the same follower's
+                peeked.append((follower, rows, handed))
+            else:
+                rows.close()  # type: ignore[attr-defined]  # Follower.__iter__ is a generator
+                follower.stop()
 
     dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
     if infinite:
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY))
+    dataset.dh_tf_peek_keys = (key,)
     return dataset

@@ -20,7 +20,9 @@ meets both:
   (up to ``replicas - 1`` batches per epoch left out), so no step mixes two epochs.
 
 So Keras epoch ``e`` (``fit(..., initial_epoch=initial_epoch)``) trains on exactly loader epoch ``e``
-of every shard, with no callback (``SyncEpochs`` would undo the read-ahead: it refuses this dataset).
+of every shard, with no callback (``SyncEpochs`` would undo the read-ahead: it refuses this dataset),
+also with Keras 3, whose first-batch peek reads without beginning an epoch (NOTE [ Keras peeks ] in
+tf/keras_peek.py).
 """
 
 from __future__ import annotations
@@ -147,6 +149,7 @@ def distributed_fit_dataset(
     if replicas > 1:
         _check_equal_steps(strategy, steps, tf)
     distributed.dh_tf_pinned_epochs = True  # SyncEpochs refuses it: NOTE [ Keras fit on many workers ]
+    distributed.dh_tf_peek_keys = tuple(loader for loader, _ in shards)  # NOTE [ Keras peeks ]
     return FitDataset(distributed, steps)
 
 

@@ -8,8 +8,10 @@ the optimizer's state, Keras ``save_weights``) and the loader's state for the ba
 weights and the loader: the interrupted epoch continues with exactly the batches that were not
 trained yet, in the uninterrupted order (NOTE [ Resuming an epoch ] in reading/state.py), as one ``fit``
 call over the rest of that epoch (Keras has no "initial step", and a dataset's cardinality is
-fixed, so the shorter epoch gets its own dataset), then a second ``fit`` from the next epoch on.
-Each Keras epoch ``e`` reads loader epoch ``e``. Steps trained after the last save are trained
+fixed, so the shorter epoch gets its own dataset, built by the user's ``make_dataset`` so that
+their preprocessing is kept), then a second ``fit`` from the next epoch on. Each Keras epoch ``e``
+reads loader epoch ``e``, also under a ``tf.distribute`` strategy (NOTE [ Keras peeks ] in
+tf/keras_peek.py); ``steps_per_epoch`` other than an epoch's batches is refused. Steps trained after the last save are trained
 again after a restart, as with any checkpoint: save more often to lose less.
 """
 
@@ -17,15 +19,16 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from dh_tf.checks import UNSET, int_arg, renamed_arg
 from dh_tf.errors import ArgumentTypeError, UsageError
 from dh_tf.reading.loader import TableLoader
-from dh_tf.tf.dataset import dataset_from_loader
+from dh_tf.tf.dataset import dataset_from_loader, loader_of
 from dh_tf.tf.keras_callback import TF_KERAS, LazyKerasCallback, keras_of
-from dh_tf.tf.specs import import_tensorflow
+from dh_tf.tf.sync_epochs import check_whole_epochs
 
 STATE_FILE = "dh_tf_state.json"
 WEIGHTS_FILE = "model.weights.h5"
@@ -61,6 +64,7 @@ class ResumableTraining(LazyKerasCallback):
         self._offset = 0  # batches of the current epoch trained before this fit call (a resumed epoch)
         self._batches = 0
         self._saved_at = 0
+        self._steps = 0  # the steps per epoch fit must count (the rest of a resumed epoch, then whole epochs)
 
     @property
     def saved_state(self) -> dict[str, Any] | None:
@@ -68,45 +72,59 @@ class ResumableTraining(LazyKerasCallback):
         path = self.directory / STATE_FILE
         return json.loads(path.read_text())["loader"] if path.exists() else None
 
-    def fit(self, model: Any, dataset: Any, *, epochs: int, callbacks: list | None = None, **fit_options: Any) -> Any:
-        """``model.fit(dataset, epochs=epochs, ...)`` with this callback, resumed from the checkpoint if any.
+    def fit(
+        self, model: Any, data: Any, *, epochs: int, make_dataset: Callable[[TableLoader], Any] | None = None,
+        callbacks: list | None = None, **fit_options: Any,
+    ) -> Any:
+        """``model.fit`` over ``data`` for ``epochs`` with this callback, resumed from the checkpoint if any.
 
-        A checkpoint taken mid-epoch resumes in two ``fit`` calls: the rest of that epoch (its own
-        dataset over the same loader, with the remaining batches as cardinality), then the later
-        epochs on ``dataset``. Returns the last call's ``History``.
+        A checkpoint taken mid-epoch resumes in two ``fit`` calls: the rest of that epoch (a dataset
+        built from the loader while its resume point is pending: its first pass is exactly the
+        batches not trained yet), then the later epochs. Returns the last call's ``History``.
+
+        Args:
+            model: a Keras 3 model.
+            data: the :class:`~dh_tf.TableLoader` to train on, or a dataset made by :func:`dh_tf.to_dataset`.
+            epochs: as ``model.fit``.
+            make_dataset: builds the dataset ``fit`` trains on from the loader, for the rest of a resumed
+                epoch and for the later epochs: pass it to keep your preprocessing (``lambda loader:
+                dh_tf.dataset_from_loader(loader).map(augment)``); default :func:`dh_tf.dataset_from_loader`
+                (with a ``to_dataset`` dataset as ``data``, that dataset for the later epochs).
+            callbacks, fit_options: as ``model.fit`` (``steps_per_epoch`` must be left out).
 
         Raises:
-            TypeError: ``dataset`` was not made by ``dh_tf.to_dataset``.
-            UsageError: ``model`` is a tf_keras model (Keras 3 models only).
+            TypeError: ``data`` is neither a loader nor a ``dh_tf.to_dataset`` dataset, or is a dataset
+                derived from one (pass the loader and ``make_dataset``).
+            UsageError: ``model`` is a tf_keras model (Keras 3 models only); ``steps_per_epoch`` differs
+                from the loader's batches per epoch (raised when ``fit`` starts).
             ValueError: the checkpoint was made for another table, seed or batch size
                 (``TableLoader.load_state_dict``).
         """
-        loader = getattr(dataset, "dh_tf_loader", None)
-        if not isinstance(loader, TableLoader):
-            raise ArgumentTypeError(
-                f"ResumableTraining.fit: dataset must come from dh_tf.to_dataset (got {type(dataset).__name__})"
-            )
+        loader = loader_of(data, "ResumableTraining.fit")
         if keras_of(model) == TF_KERAS:  # NOTE [ Two Kerases ] in tf/keras_callback.py
             raise UsageError(
                 "ResumableTraining.fit: resumes Keras 3 models only (its checkpoint is Keras 3's weights and optimizer "
                 "state), but this model is a tf_keras one; checkpoint it with tf_keras.callbacks.BackupAndRestore, "
                 "or train a Keras 3 model"
             )
+        build = make_dataset or dataset_from_loader
         self.loader = loader
         callbacks = [self, *(callbacks or [])]
         state = self.saved_state
+        if state is not None:
+            loader.load_state_dict(state)
         if state is not None and state["batches"]:
-            loader.load_state_dict(state)
             epoch = state["epoch"]
-            model.fit(_rest_of_epoch(loader, state["batches"]), epochs=epoch + 1, initial_epoch=epoch,
-                      callbacks=callbacks, **fit_options)
-        elif state is not None:
-            loader.load_state_dict(state)
-        return model.fit(dataset, epochs=epochs, callbacks=callbacks, **fit_options)
+            self._steps = len(loader) - state["batches"]
+            model.fit(build(loader), epochs=epoch + 1, initial_epoch=epoch, callbacks=callbacks, **fit_options)
+        self._steps = len(loader)
+        later = data if make_dataset is None and not isinstance(data, TableLoader) else build(loader)
+        return model.fit(later, epochs=epochs, callbacks=callbacks, **fit_options)
 
     def on_train_begin(self, logs: Any = None) -> None:
         if self.loader is None:
             raise UsageError("ResumableTraining: train with run.fit(model, dataset, ...), not model.fit")
+        check_whole_epochs(self.params, self._steps, "ResumableTraining")
         weights = self.directory / WEIGHTS_FILE
         if weights.exists():
             if self.model.optimizer is not None and not self.model.optimizer.built:
@@ -155,9 +173,3 @@ class ResumableTraining(LazyKerasCallback):
         os.replace(partial, weights)
         os.replace(state_partial, self.directory / STATE_FILE)
 
-
-def _rest_of_epoch(loader: TableLoader, trained: int) -> Any:
-    """A one-pass dataset of the batches of the resumed epoch after the first ``trained``, with that count."""
-    tf = import_tensorflow()
-    rest = len(loader) - trained
-    return dataset_from_loader(loader).take(rest).apply(tf.data.experimental.assert_cardinality(rest))
