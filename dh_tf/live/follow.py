@@ -79,7 +79,7 @@ def follow(
     """Follows a live append-only, add-only or blink table: batches of its new rows as they arrive.
 
     See NOTE [ Follow mode ]. Batches have the structure, dtypes and null policies of
-    :class:`~dh_tf.loader.TableLoader` (``x``, ``(x, y)`` or ``(x, y, w)``), exactly ``batch_size``
+    :class:`~dh_tf.reading.loader.TableLoader` (``x``, ``(x, y)`` or ``(x, y, w)``), exactly ``batch_size``
     rows each except a flush after ``max_wait`` or the end of ``max_rows``. The returned
     :class:`Follower` is iterated once; it starts listening at ``iter(follower)`` (a ``for`` loop's
     start); closing or dropping that iterator (e.g. ``break`` out of the loop) stops it.

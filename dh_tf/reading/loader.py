@@ -102,7 +102,7 @@ class TableLoader:
         shuffle_block_rows: rows per shuffle block (>= 65536; default :data:`SHUFFLE_BLOCK_ROWS`,
             aligned to 1 MiB Parquet data pages).
         read_path: ``"auto"`` (the engine fast path when it works here, else public API),
-            ``"engine"`` or ``"public"`` (NOTE [ Engine internals ] in engine_read.py).
+            ``"engine"`` or ``"public"`` (NOTE [ Engine internals ] in sources/engine_read.py).
         num_shards: split each epoch between this many consumers (e.g. tf.distribute workers);
             each reads only its own part and all get the same number of batches; up to
             ``num_shards - 1`` rows per epoch are left out (NOTE [ Shards ] in reading/plan.py).

@@ -1,8 +1,8 @@
-"""Read one page (the rows of a :class:`~dh_tf.plan.PagePlan`) into C-ordered numpy arrays.
+"""Read one page (the rows of a :class:`~dh_tf.reading.plan.PagePlan`) into C-ordered numpy arrays.
 
 The page reader asks a source's span reader (NOTE [ Sources ] in sources/protocol.py) for each needed column
 once, into a native-typed scratch array with a null mask, applies the null policy of each column,
-casts into one output array per :class:`~dh_tf.columns.Field`, and finally applies the page's row
+casts into one output array per :class:`~dh_tf.reading.layout.Field`, and finally applies the page's row
 permutation and skip (:func:`deliver`). It never sees a table. An array column's scratch array is
 ``[rows, n]`` and its mask marks null elements (NOTE [ Array columns ] in reading/layout.py); a padded
 one also comes with each row's kept length, and gets its pad values here (NOTE [ Ragged arrays ]).

@@ -67,7 +67,7 @@ class EngineSource:
     def array_length(self, column: str) -> int | None:
         """The length of the arrays of ``column``: that of its first non-null row (NOTE [ Array columns ]).
 
-        Looks at the first :data:`~dh_tf.columns.ARRAY_LENGTH_PROBE_ROWS` rows (under the update
+        Looks at the first :data:`~dh_tf.sources.column_types.ARRAY_LENGTH_PROBE_ROWS` rows (under the update
         graph's shared lock if the table ticks). Call it on a thread with an ExecutionContext.
 
         Returns:

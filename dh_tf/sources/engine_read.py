@@ -6,7 +6,7 @@ Java chunk from the ``ColumnSource`` (``fillChunk``), then bulk-copies the chunk
 array through a direct ``ByteBuffer`` over the array's memory (Arrow's
 ``MemoryUtil.directBuffer``, shipped with the server). Every heavy step is one Java call, during
 which jpy releases the GIL, and no large Java array is ever exported to Python (that copy would
-hold the GIL). ``tests/testengine_read.py`` checks this path against the public
+hold the GIL). ``tests/test_engine_read.py`` checks this path against the public
 ``deephaven.numpy.to_numpy``; :func:`available` reports whether it works here, and
 ``pages.PublicColumnReader`` is the fallback.
 
@@ -134,7 +134,7 @@ def typed_buffer(array: np.ndarray, deephaven_type: str) -> Any:
     """A Java NIO buffer of the array's element type over the array's memory (no copy).
 
     ``deephaven_type`` is a primitive type name (``byte`` ... ``double``) or ``java.lang.Boolean``
-    (bytes). Shared with ``engine_write.py``, the writing twin of this module.
+    (bytes). Shared with ``write/engine_write.py``, the writing twin of this module.
     """
 
     memory_util = java_type("org.apache.arrow.memory.util.MemoryUtil")

@@ -1,7 +1,7 @@
 """The TensorFlow adapter: a TableLoader as a re-iterable ``tf.data.Dataset``.
 
 The generator hands TensorFlow whole groups of batches (NOTE [ Only the last batch is partial ] in
-batching.py) and TensorFlow cuts them into batches in C++, so small batches cost no Python per
+reading/batching.py) and TensorFlow cuts them into batches in C++, so small batches cost no Python per
 batch. The dataset has an explicit ``output_signature`` and, for static tables, a known
 cardinality (Keras progress bars know the number of steps).
 
@@ -42,7 +42,7 @@ def to_dataset(
 ) -> Any:
     """Streams a Deephaven table as a ``tf.data.Dataset`` of ``x``, ``(x, y)`` or ``(x, y, w)`` batches.
 
-    Takes exactly the arguments of :class:`~dh_tf.loader.TableLoader`, and validates them the same
+    Takes exactly the arguments of :class:`~dh_tf.reading.loader.TableLoader`, and validates them the same
     way, before any data moves. Each pass over the dataset is a new epoch of the loader (``model.fit(ds,
     epochs=N)`` works); a pass made outside ``fit`` (e.g. ``ds.take(1)``) uses up an epoch too, so
     the seeded shuffle order of later passes moves on by one (NOTE [ Epochs of a dataset ]). Errors
@@ -58,7 +58,7 @@ def to_dataset(
         follow: True to follow a live (append-only or blink) table instead: an infinite dataset of
             the rows it adds, in arrival order (``dh_tf.follow_dataset``; ``options`` as
             :func:`dh_tf.follow`); use ``model.fit(ds, steps_per_epoch=N, epochs=M)``.
-        options: as :class:`~dh_tf.loader.TableLoader`.
+        options: as :class:`~dh_tf.reading.loader.TableLoader`.
 
     Example:
         >>> ds = to_dataset(t.where("Split = `train`"), ["A", "B"], "Label", batch_size=256)
@@ -67,7 +67,7 @@ def to_dataset(
         ...     lambda ctx: to_dataset(t, ["A", "B"], "Label", batch_size=256, input_context=ctx))
 
     Raises:
-        TypeError, ValueError: as :class:`~dh_tf.loader.TableLoader`; ``input_context`` is not a
+        TypeError, ValueError: as :class:`~dh_tf.reading.loader.TableLoader`; ``input_context`` is not a
             ``tf.distribute.InputContext``, comes with ``num_shards``/``shard_index``, or the global
             batch size does not divide by the replicas.
         ImportError: TensorFlow is not installed.

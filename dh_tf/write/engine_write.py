@@ -1,7 +1,7 @@
 """The fast write path: numpy arrays into an in-heap Deephaven table, one Java call per copy.
 
 NOTE [ Engine internals for writing ]
-This is the only module that uses Deephaven engine internals to *build* tables (``engine_read.py``
+This is the only module that uses Deephaven engine internals to *build* tables (``sources/engine_read.py``
 is its reading twin, under the same rules). Each column is a Java primitive array (``jpy.array``)
 filled from numpy memory by a bulk ``get`` from a direct ``ByteBuffer`` over the numpy array (Arrow's
 ``MemoryUtil.directBuffer``, shipped with the server), wrapped as a column source with

@@ -1,6 +1,6 @@
 """Predictions as a table: score a Deephaven table with a model, row ``i`` of the result is row ``i`` of the input.
 
-Features are read with :class:`~dh_tf.loader.TableLoader` in table order, in large groups of whole
+Features are read with :class:`~dh_tf.reading.loader.TableLoader` in table order, in large groups of whole
 batches; the model scores one group at a time; its outputs become columns of a new table, next to
 the ``keep`` columns of the input (keys, timestamps, any type). The result is built in the heap
 (NOTE [ Engine internals for writing ] in ``engine_write.py``), or, with ``directory=``, written page by
@@ -78,7 +78,7 @@ def predict_table(
         table: a ``deephaven.table.Table``, static or refreshing, or a ``pydeephaven`` table on a
             remote server (NOTE [ Remote write-back ] in ``remote_sink.py``: the result is then a
             pydeephaven table of the same Session, built on the server page by page).
-        features: the model input, as in :class:`~dh_tf.loader.TableLoader` (a name, a list, or a
+        features: the model input, as in :class:`~dh_tf.reading.loader.TableLoader` (a name, a list, or a
             dict of name -> names for multi-input models).
         keep: input column(s) to carry into the result (keys, timestamps), or None.
         output: the result column name for a one-column output (``[n]`` or ``[n, 1]``); a list of
@@ -98,7 +98,7 @@ def predict_table(
             internals for writing ] in ``engine_write.py`` and NOTE [ Sinks ] in ``sinks.py``.
         bind_as: remote tables only: also bind the result under this name in the server's scope
             (the IDE shows it), as the last step, so an error leaves nothing bound.
-        **reading_options: more :class:`~dh_tf.loader.TableLoader` options (``nulls``, ``dtype``,
+        **reading_options: more :class:`~dh_tf.reading.loader.TableLoader` options (``nulls``, ``dtype``,
             ``page_rows``, ``prefetch``, ``read_path``, ...), passed through.
 
     Returns:
