@@ -50,6 +50,12 @@ from dh_tf.sources.remote import release_export
 INTEGER_TYPES = ("byte", "short", "int", "long")
 NUMERIC_TYPES = (*INTEGER_TYPES, "float", "double")
 VOCABULARY_TYPES = (STRING_TYPE, *INTEGER_TYPES)
+PILOT_ROWS = 65_536
+"""The first rows, whose mean is the first shift of :func:`moments` (NOTE [ Engine statistics ])."""
+PILOT_SPREAD = 1e3
+"""A pilot farther than ``sqrt(PILOT_SPREAD)`` standard deviations from the mean is replaced (:func:`far_from_pilot`)."""
+MAX_PASSES = 3
+"""Full passes of :func:`moments` at most: the first, and up to two with a better pilot."""
 
 
 @dataclass(frozen=True)
@@ -134,7 +140,16 @@ def value_counts(
 
 
 def moments(table: Any, columns: Sequence[str], where: str) -> Moments:
-    """Each numeric column's non-null count, mean and population variance, in one aggregation.
+    """Each numeric column's non-null count, mean and population variance, computed stably in the engine.
+
+    The values are shifted by a pilot (the mean of the table's first rows) and reduced as doubles
+    (NOTE [ Engine statistics ]): the result equals numpy float64 ``mean`` / ``var`` of the non-null
+    values, also for longs near 2^63 and for doubles far from zero. NaN is a value (it makes the mean
+    and variance NaN); a column with no values has a NaN mean and variance.
+
+    Example:
+        ``moments(table, ["Price"], "adapt")`` of prices ``1e9`` and ``1e9 + 1`` is count 2, mean
+        ``1e9 + 0.5``, variance 0.25.
 
     Raises:
         ArgumentTypeError, ArgumentError: see :func:`check_column`; a bad table.
@@ -143,28 +158,120 @@ def moments(table: Any, columns: Sequence[str], where: str) -> Moments:
     query = _Query(table, where)
     for column in columns:
         check_column(query.types, column, NUMERIC_TYPES, "a mean and variance", where)
+    if not columns:
+        empty = np.zeros(0, dtype=np.float64)
+        return Moments(count=np.zeros(0, dtype=np.int64), mean=empty, variance=empty)
+    prefix = _unused_prefix(query.types)
     agg = query.agg
-    outputs = range(len(columns))
+    doubles = [f"{prefix}X{i} = (double){column}" for i, column in enumerate(columns)]
+    head = query.aggregate(
+        [agg.avg([f"{prefix}X{i}" for i in range(len(columns))])], f"averaging the first rows of columns {list(columns)}",
+        before=[lambda t: t.head(PILOT_ROWS), lambda t: t.update_view(doubles)],
+    )
+    pilot = np.array([np.nan if head[f"{prefix}X{i}"] is None else head[f"{prefix}X{i}"] for i in range(len(columns))])
 
-    def aggregate(part: Sequence[int]) -> dict[str, Any]:
+    def aggregate(pilot: np.ndarray, part: Sequence[int]) -> dict[str, Any]:
+        import pyarrow as pa
+
+        shifts = pa.table({f"{prefix}Pilot{i}": pa.array([float(pilot[i])], type=pa.float64()) for i in part})
+        shifted = [f"{prefix}D{i} = (double){columns[i]} - {prefix}Pilot{i}" for i in part]
         aggregations = [
-            agg.avg([f"DhTfMean{i} = {columns[i]}" for i in part]),
-            agg.var([f"DhTfVar{i} = {columns[i]}" for i in part]),
-            *(agg.count_where(f"DhTfCount{i}", f"!isNull({columns[i]})") for i in part),
+            agg.avg([f"{prefix}Mean{i} = {prefix}D{i}" for i in part]),
+            agg.var([f"{prefix}Var{i} = {prefix}D{i}" for i in part]),
+            *(agg.count_where(f"{prefix}Count{i}", f"!isNull({columns[i]})") for i in part),
         ]
-        return query.aggregate(aggregations, f"averaging columns {[columns[i] for i in part]}")
+        return query.aggregate(aggregations, f"averaging columns {[columns[i] for i in part]}", constants=shifts,
+                               before=[lambda t: t.update_view(shifted)])
 
-    # NOTE [ Parallel moments ]: one aggregation per core over its share of the columns (embedded tables)
-    parts = 1 if query.remote is not None else min(len(columns), os.cpu_count() or 1)
-    row: dict[str, Any] = {}
-    for result in _on_threads(aggregate, [outputs[k::parts] for k in range(parts)]):
-        row.update(result)
-    count = np.array([row[f"DhTfCount{i}"] or 0 for i in outputs], dtype=np.int64)
-    mean = np.array([np.nan if row[f"DhTfMean{i}"] is None else row[f"DhTfMean{i}"] for i in outputs], dtype=np.float64)
-    sample = np.array([np.nan if row[f"DhTfVar{i}"] is None else row[f"DhTfVar{i}"] for i in outputs], dtype=np.float64)
-    # NOTE [ Engine statistics ]: Deephaven's var is the sample variance; one value has variance 0.
-    variance = np.where(count > 1, sample * (count - 1) / np.maximum(count, 1), 0.0)
-    return Moments(count=count, mean=mean, variance=variance)
+    def shifted_pass(pilot: np.ndarray, which: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        # NOTE [ Parallel moments ]: one aggregation per core over its share of the columns (static embedded
+        # tables); a refreshing table's statistics are one aggregation, so they come from one update cycle.
+        one = query.remote is not None or query.table.is_refreshing
+        parts = 1 if one else min(len(which), os.cpu_count() or 1)
+        row: dict[str, Any] = {}
+        for result in _on_threads(lambda part: aggregate(pilot, part), [which[k::parts] for k in range(parts)]):
+            row.update(result)
+
+        def values(name: str, missing: float) -> np.ndarray:  # None: no rows (or only nulls)
+            return np.array([missing if row[f"{prefix}{name}{i}"] is None else row[f"{prefix}{name}{i}"] for i in which],
+                            dtype=np.float64)
+
+        return values("Count", 0).astype(np.int64), values("Mean", np.nan), values("Var", np.nan)
+
+    return converged_moments(shifted_pass, pilot, all_columns=query.remote is not None or query.table.is_refreshing)
+
+
+def shifted_moments(count: Any, pilot: Any, shifted_mean: Any, shifted_variance: Any) -> Moments:
+    """Count, mean and population variance of values X, from those of ``D = X - pilot`` (per column).
+
+    Exact arithmetic on the engine's results: ``mean = pilot + mean(D)``, the variance is ``D``'s
+    (a shift does not change it) with Bessel's correction undone, never negative; NaN stays NaN.
+
+    Args:
+        count: the non-null values of each column.
+        pilot: the shift of each column (finite).
+        shifted_mean: the mean of ``D`` (NaN where ``count`` is 0).
+        shifted_variance: the sample variance of ``D`` (as the engine's ``var``: NaN where ``count`` <= 1).
+
+    Returns:
+        ``Moments``; a column with no values has a NaN mean and variance, one value a variance 0.
+
+    Example:
+        ``shifted_moments([2], [1e9], [0.5], [0.5])`` is count 2, mean ``1e9 + 0.5``, variance 0.25.
+    """
+    count = np.asarray(count, dtype=np.int64)
+    pilot, shifted_mean, shifted_variance = (np.asarray(a, dtype=np.float64) for a in (pilot, shifted_mean, shifted_variance))
+    with np.errstate(invalid="ignore", over="ignore"):
+        mean = pilot + shifted_mean
+        population = np.maximum(shifted_variance * (count - 1) / np.maximum(count, 1), 0.0)  # NaN stays NaN
+        one = np.where(np.isfinite(mean), 0.0, np.nan)  # numpy: the variance of one inf or NaN is NaN
+    variance = np.where(count > 1, population, np.where(count == 1, one, np.nan))
+    return Moments(count=count, mean=np.where(count > 0, mean, np.nan), variance=variance)
+
+
+def far_from_pilot(pilot: np.ndarray, shifted_mean: np.ndarray, variance: np.ndarray) -> np.ndarray:
+    """Per column: the pilot is so far from the mean that the variance lost precision, and a better one exists.
+
+    ``var(D)`` from sums of ``D`` and ``D**2`` loses about ``mean(D)**2 / var`` times the rounding of
+    the sums; past ``PILOT_SPREAD`` the mean becomes the pilot of another pass. Where the mean rounds
+    to the pilot itself (a constant column), or is not finite, another pass would not change anything.
+    """
+    with np.errstate(invalid="ignore", over="ignore"):
+        return (
+            np.isfinite(shifted_mean) & np.isfinite(variance)
+            & (shifted_mean * shifted_mean > PILOT_SPREAD * variance) & (pilot + shifted_mean != pilot)
+        )
+
+
+def converged_moments(
+    shifted_pass: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]],
+    pilot: np.ndarray, *, all_columns: bool,
+) -> Moments:
+    """Moments from ``shifted_pass``, passed again with the mean as the pilot where the pilot was too far.
+
+    Args:
+        shifted_pass: ``(pilot, which) -> (count, mean(D), sample variance of D)`` of the columns at
+            the indices ``which``, with ``D = X - pilot``.
+        pilot: a first guess of each column's mean; a non-finite one counts as 0.
+        all_columns: every pass reduces every column (a refreshing table: the result is one update
+            cycle's); otherwise a later pass reduces only the columns whose pilot was too far.
+
+    Returns:
+        ``Moments`` of the last pass: at most ``MAX_PASSES`` (a far pilot takes one more, NOTE [ Engine statistics ]).
+    """
+    pilot = np.where(np.isfinite(pilot), pilot, 0.0)
+    k = len(pilot)
+    count, shifted_mean, shifted_variance = np.zeros(k, dtype=np.int64), np.full(k, np.nan), np.full(k, np.nan)
+    which = np.arange(k)
+    for _ in range(MAX_PASSES):
+        count[which], shifted_mean[which], shifted_variance[which] = shifted_pass(pilot, which)
+        found = shifted_moments(count, pilot, shifted_mean, shifted_variance)
+        far = far_from_pilot(pilot, shifted_mean, found.variance)
+        if not far.any():
+            break
+        pilot = np.where(far, found.mean, pilot)
+        which = np.arange(k) if all_columns else np.flatnonzero(far)
+    return found
 
 
 def with_codes(table: Any, column: str, values: Sequence[Any], name: str, where: str) -> Any:
@@ -210,6 +317,14 @@ def with_codes(table: Any, column: str, values: Sequence[Any], name: str, where:
             return joined.update_view([coalesce])  # the caller's; the upload and the join are released
         except Exception as error:
             raise query.remote.read_error(f"joining integer codes of column {column!r}", error) from error
+
+
+def _unused_prefix(types: dict[str, str]) -> str:
+    """A prefix of the columns a query adds that no column of the table starts with."""
+    prefix = "DhTf"
+    while any(name.startswith(prefix) for name in types):
+        prefix += "_"
+    return prefix
 
 
 def _on_threads(work: Callable[[Any], Any], parts: Sequence[Any]) -> list[Any]:
@@ -301,25 +416,36 @@ class _Query:
 
         return table.sort(columns, [SortDirection.DESCENDING] * len(columns))
 
-    def aggregate(self, aggregations: list[Any], doing: str) -> dict[str, Any]:
-        """The one row of ``agg_by(aggregations)`` over the whole table, as a dict."""
-        result = self.run([lambda t: t.agg_by(aggregations, by=[])], doing)
+    def aggregate(
+        self, aggregations: list[Any], doing: str, *, before: Sequence[Callable[[Any], Any]] = (),
+        constants: Any = None,
+    ) -> dict[str, Any]:
+        """The one row of ``agg_by(aggregations)`` over the table after ``before``, as a dict (see :meth:`run`)."""
+        result = self.run([*before, lambda t: t.agg_by(aggregations, by=[])], doing, constants=constants)
         return {name: values[0] if values else None for name, values in result.to_pydict().items()}
 
-    def run(self, steps: Sequence[Callable[[Any], Any]], doing: str) -> Any:
-        """Applies ``steps`` to the table server-side and returns the (small) result as a pyarrow Table."""
+    def run(self, steps: Sequence[Callable[[Any], Any]], doing: str, *, constants: Any = None) -> Any:
+        """Applies ``steps`` to the table server-side and returns the (small) result as a pyarrow Table.
+
+        ``constants``, a one-row pyarrow Table, is uploaded and joined onto every row first, so that
+        formulas read numbers as columns: the formula text stays the same and is compiled once.
+        """
         if self.remote is None:
-            from deephaven.arrow import to_arrow
+            from deephaven.arrow import to_arrow, to_table
             from deephaven.liveness_scope import liveness_scope
 
             with liveness_scope():
                 result = self.table
+                if constants is not None:
+                    result = result.natural_join(to_table(constants), on=[])
                 for step in steps:
                     result = step(result)
                 return to_arrow(result.snapshot() if result.is_refreshing else result)
         with self.released() as keep:
             try:
                 result = self.table
+                if constants is not None:
+                    result = keep(result.natural_join(keep(self.table.session.import_table(constants)), on=[]))
                 for step in steps:
                     result = keep(step(result))
                 if result.is_refreshing:
