@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from test_remote import connect, publish, server_exports
 
 import dh_tf
-from dh_tf.sources.statistics import MAX_PASSES, converged_moments, moments, shifted_moments
+from dh_tf.sources.moment_sums import MAX_PASSES, converged_moments, shifted_moments
+from dh_tf.sources.statistics import moments
 
 NULL_LONG = -(2**63)
 NULL_INT = -(2**31)
