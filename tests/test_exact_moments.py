@@ -176,23 +176,25 @@ def test_a_ticking_table_gives_moments_of_one_update_cycle(server):
     """Every column's statistics come from one cycle: the counts agree, and each mean is that count's."""
     import jpy
     from deephaven import time_table
+    from deephaven.liveness_scope import liveness_scope
 
     context = jpy.get_type("io.deephaven.engine.context.ExecutionContext").getContext()
     graph = jpy.cast(context.getUpdateGraph(), jpy.get_type("io.deephaven.engine.updategraph.impl.PeriodicUpdateGraph"))
     cycle_ms = graph.getTargetCycleDurationMillis()
     columns = [f"C{k}" for k in range(6)]
-    ticking = time_table("PT0.0001S").update([f"C{k} = 1e9 + ii * {k + 1}" for k in range(6)])
     graph.setTargetCycleDurationMillis(5)  # many cycles during each call: aggregations on two threads would differ
     try:
-        deadline = time.monotonic() + 30
-        while ticking.size < 1000 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        for _ in range(6):
-            found = moments(ticking, columns, "test")
-            assert len(set(found.count.tolist())) == 1, found.count
-            n = found.count[0]
-            np.testing.assert_allclose(found.mean, 1e9 + (n - 1) / 2 * np.arange(1, 7), rtol=1e-15)
-            np.testing.assert_allclose(found.variance, (n * n - 1) / 12 * np.arange(1, 7) ** 2, rtol=1e-9)
+        with liveness_scope():  # the ticking table stops with the test
+            ticking = time_table("PT0.001S").update([f"C{k} = 1e9 + ii * {k + 1}" for k in range(6)])
+            deadline = time.monotonic() + 30
+            while ticking.size < 200 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            for _ in range(6):
+                found = moments(ticking, columns, "test")
+                assert len(set(found.count.tolist())) == 1, found.count
+                n = found.count[0]
+                np.testing.assert_allclose(found.mean, 1e9 + (n - 1) / 2 * np.arange(1, 7), rtol=1e-12)
+                np.testing.assert_allclose(found.variance, (n * n - 1) / 12 * np.arange(1, 7) ** 2, rtol=1e-9)
     finally:
         graph.setTargetCycleDurationMillis(cycle_ms)
 
