@@ -30,7 +30,7 @@ NOTE [ Engine statistics ]
   pilot of another pass. So the precision does not depend on the pilot: numpy float64's mean and
   variance, also for longs near 2^63 (each converted to a double first, as numpy's ``astype``).
   The shift costs a formula per value: ``adapt(Normalization)`` of 8 double columns of 2M rows took
-  0.85 s instead of 0.31 s (median wall time on 2 busy cores).
+  0.25 s instead of 0.095 s of the engine's own ``avg`` / ``var`` (median of 10 calls, 2 cores).
 * ``pct(p)`` is the value at 0-based rank ``round(p * (n - 1))`` of the sorted non-null values
   (measured: ``pct(0.5)`` of ten values is the sixth, ``pct(0.6)`` of 500 the 300th), so cut points
   at ``k / bins`` give equal-frequency bins under ``numpy.digitize`` up to one row per bin (and up to
