@@ -3,7 +3,7 @@
 argv: PORT OUT_JSON NUM_ROWS. Runs, with no strategy and with a MirroredStrategy over two logical
 CPU devices: a plain fit, SyncEpochs after a pass outside fit, a fit stopped mid-epoch and resumed
 by ResumableTraining, a resume through load_state_dict + dataset_from_loader, a Keras 3 fit of
-distributed_fit_dataset, and follow_dataset. Writes {case: [[epoch, step, sorted ids], ...]}.
+distributed_fit_dataset, and follow_dataset(start="now") of rows published during fit. Writes {case: [[epoch, step, sorted ids], ...]}.
 """
 
 from __future__ import annotations
@@ -119,6 +119,41 @@ def distributed(strategy, table):
                            callbacks=[Position()], verbose=0)
 
 
+def follow_now(strategy, _):
+    """follow_dataset(start="now") of a table whose rows arrive during fit: the peek may lose none of them."""
+    import threading
+    import time
+
+    from deephaven import dtypes, new_table
+    from deephaven.column import double_col, long_col
+    from deephaven.execution_context import get_exec_ctx
+    from deephaven.stream import blink_to_append_only
+    from deephaven.stream.table_publisher import table_publisher
+
+    blink, publisher = table_publisher("dh_tf-keras-epochs", {"Id": dtypes.int64, "X": dtypes.double})
+    live, context = blink_to_append_only(blink), get_exec_ctx()
+    ds = dh_tf.follow_dataset(live, ["X", "Id"], "X", batch_size=BATCH, start="now", max_rows=FOLLOW_ROWS)
+    halt = threading.Event()
+
+    def publish():  # twice the rows the dataset takes: a pass that lost rows still ends, with the wrong ones
+        with context:
+            for first in range(0, 2 * FOLLOW_ROWS, BATCH):
+                if halt.is_set():
+                    return
+                ids = list(range(first, first + BATCH))
+                publisher.add(new_table([long_col("Id", ids), double_col("X", [i % 7 for i in ids])]))
+                time.sleep(0.05)
+
+    thread = threading.Thread(target=publish, daemon=True)
+    thread.start()
+    try:
+        model_in(strategy).fit(ds, epochs=1, callbacks=[Position()], verbose=0)
+    finally:
+        halt.set()
+        thread.join(30)
+
+
+FOLLOW_ROWS = 160
 results: dict[str, list] = {}
 table = empty_table(num_rows).update(FORMULAS)
 tiny = empty_table(3 * BATCH).update(FORMULAS)  # 3 batches: the peek's read-ahead reads the whole epoch
@@ -127,6 +162,7 @@ for strategy_name, strategy in strategies.items():
     for case in (plain, sync, resumable, load_state, distributed):
         run_case(f"{strategy_name}/{case.__name__}", strategy, table, case)
     run_case(f"{strategy_name}/tiny", strategy, tiny, plain)
+    run_case(f"{strategy_name}/follow", strategy, None, follow_now)
 
 # steps_per_epoch other than an epoch's batches with an epoch-exact callback: refused, naming it.
 refusals = {}

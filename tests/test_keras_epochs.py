@@ -90,3 +90,10 @@ def test_keras3_fit_of_distributed_fit_dataset_reads_loader_epoch_e(results, mak
 def test_steps_per_epoch_other_than_an_epoch_is_refused_by_epoch_exact_callbacks(results, callback):
     message = results["refusals"][callback]
     assert "steps_per_epoch=4 differs from the loader's 15 batches per epoch" in message, message
+
+
+@pytest.mark.parametrize("strategy", ["none", "mirrored"])
+def test_follow_dataset_loses_and_repeats_no_row_under_the_peek(results, strategy):
+    trained = trained_epochs(results[f"{strategy}/follow"])
+    ids = [i for step in trained[0] for i in step]
+    assert sorted(ids) == list(range(160))  # the first 160 rows published after follow_dataset(), each once
