@@ -18,7 +18,7 @@ from dh_tf.reading.layout import ColumnSpec, Layout, NullPolicy, build_layout
 from dh_tf.reading.padding import PadTo, pad_options
 from dh_tf.reading.page_size import default_page_rows, row_bytes
 from dh_tf.reading.plan import ReadPlan
-from dh_tf.reading.reader_threads import read_in_order
+from dh_tf.reading.reader_threads import default_reader_threads, read_in_order
 from dh_tf.reading.state import check_state, make_state
 from dh_tf.sources import open_source
 
@@ -32,22 +32,6 @@ smaller than a data page decodes the page for a fraction of it. Measured on the 
 float32, pyarrow-written, -Xmx1g, 2 reader threads), shuffled / unshuffled epoch 1: 0.84x with
 65536-row blocks, 0.97x with 262144, 1.01x with 1048576 (benchmarks/results/second-wave). Bigger
 blocks mix rows from fewer places per page; pass ``shuffle_block_rows=65536`` for more mixing."""
-MAX_DEFAULT_READER_THREADS = 8
-
-
-def default_reader_threads() -> int:
-    """The default ``reader_threads``: one per CPU core this process may use, at most 8.
-
-    Deephaven's Parquet decode runs on the reader threads (jpy releases the GIL in engine calls), so
-    more cores read faster; beyond ~8 the pages in flight cost memory for little gain.
-    """
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    return max(1, min(MAX_DEFAULT_READER_THREADS, cores))
-
-
 class TableLoader:
     """Streams a Deephaven table into numpy ``(x, y[, w])`` batches, one epoch per iteration.
 

@@ -6,6 +6,7 @@ list order (NOTE [ Reader threads ]).
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Generic, Protocol, TypeVar
@@ -18,6 +19,21 @@ R = TypeVar("R", covariant=True)
 READER_THREAD_NAME = "dh_tf-reader"
 _POLL_S = 0.05
 _ITEM, _ERROR = range(2)
+
+MAX_DEFAULT_READER_THREADS = 8
+
+
+def default_reader_threads() -> int:
+    """The default ``reader_threads``: one per CPU core this process may use, at most 8.
+
+    Deephaven's Parquet decode runs on the reader threads (jpy releases the GIL in engine calls), so
+    more cores read faster; beyond ~8 the pages in flight cost memory for little gain.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(MAX_DEFAULT_READER_THREADS, cores))
 
 
 class ItemReader(Protocol[P, R]):
