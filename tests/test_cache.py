@@ -441,7 +441,7 @@ def _maps_of(directory):
 
 def test_past_the_mapping_budget_kept_batches_are_copies_equal_to_the_mapped_ones(table, tmp_path, monkeypatch):
     """Each kept cached page held a mapping per field: 1,024-row pages could pass vm.max_map_count."""
-    from dh_tf.reading import epoch_cache
+    from dh_tf.reading import mapping_budget
 
     with dh_tf.TableLoader(table.head(20_000), ["Id", "X"], "Id", batch_size=1024, page_rows=1024,
                            cache=tmp_path) as loader:
@@ -451,7 +451,7 @@ def test_past_the_mapping_budget_kept_batches_are_copies_equal_to_the_mapped_one
         assert all(_mapping_of(x) is not None and _mapping_of(y) is not None for x, y in mapped[:-1])
         expected = [(x.copy(), y.copy()) for x, y in mapped]
         del mapped
-        monkeypatch.setattr(epoch_cache, "MAX_LIVE_MAPPINGS", 6)
+        monkeypatch.setattr(mapping_budget, "MAX_LIVE_MAPPINGS", 6)
         kept = epoch(loader)
         assert _maps_of(loader.cache_directory) <= 6
         mappings = {id(m) for x, y in kept for m in (_mapping_of(x), _mapping_of(y)) if m is not None}

@@ -110,16 +110,16 @@ def test_pages_count_the_measured_bytes_of_strings(table, make_table):
 
 
 def test_engine_chunks_of_long_strings_hold_a_bounded_number_of_characters(make_table):
-    from dh_tf.sources import engine_read
+    from dh_tf.sources import engine_read, engine_strings
     from dh_tf.sources.column_types import column_kind
 
     long = make_table(6000, "L = `x`.repeat(10000 + (int)(Id % 3))", "S = `s` + Id")
     reader = engine_read.EngineColumnReader(long.j_table, {"L": column_kind("java.lang.String")})
-    assert reader.rows_per_chunk == engine_read.FIRST_STRING_ROWS == 1024  # before anything is measured
+    assert reader.rows_per_chunk == engine_strings.FIRST_STRING_ROWS == 1024  # before anything is measured
     out = {"L": np.empty(6000, dtype=object)}
     reader.read([(0, 6000)], out)
     assert out["L"].tolist() == ["x" * (10000 + i % 3) for i in range(6000)]
-    assert reader.rows_per_chunk == engine_read.CHUNK_CHARS // 10001 == 419  # the most characters per row seen
+    assert reader.rows_per_chunk == engine_strings.CHUNK_CHARS // 10001 == 419  # the most characters per row seen
     reader.close()
     short = engine_read.EngineColumnReader(long.j_table, {"S": column_kind("java.lang.String")})
     short.read([(0, 6000)], {"S": np.empty(6000, dtype=object)})

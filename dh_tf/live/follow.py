@@ -36,7 +36,8 @@ from dh_tf.checks import choice_arg, int_arg, optional_int_arg, seconds_arg
 from dh_tf.errors import ArgumentError, ArgumentTypeError, UsageError
 from dh_tf.live.page_queue import ON_OVERFLOW, PageQueue
 from dh_tf.live.stream import BatchCutter, FollowStream, PageConverter
-from dh_tf.reading.layout import ColumnSpec, Layout, NullPolicy, build_layout
+from dh_tf.reading.layout import ColumnSpec, Layout, build_layout
+from dh_tf.reading.null_policy import NullPolicy
 from dh_tf.reading.padding import PadTo, pad_options
 from dh_tf.reading.page_size import default_page_rows, row_bytes
 from dh_tf.sources import engine_read

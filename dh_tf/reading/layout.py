@@ -3,7 +3,8 @@
 This module turns the user's ``features`` / ``label`` / ``sample_weight`` specs into a flat list of
 :class:`Field` objects (one output array each) and checks them against the table's column
 definitions, before any data moves. It needs only the table's definition (and, for array columns,
-their length), not the engine.
+their length), not the engine. Which null policy applies to each column is ``reading/null_policy.py``;
+the dtype of each feature input (a ``dtype`` dict) is ``reading/output_dtypes.py``.
 
 NOTE [ Array columns ]
 A column of fixed-length arrays (Java ``double[]``, ``float[]``, ``long[]``, ``int[]``, ``short[]``,
@@ -36,6 +37,8 @@ from typing import Any
 import numpy as np
 
 from dh_tf.errors import ArgumentError, ArgumentTypeError
+from dh_tf.reading.null_policy import NullPolicy, null_policies
+from dh_tf.reading.output_dtypes import DEFAULT_DTYPE, feature_dtypes, numeric_dtype
 from dh_tf.reading.padding import PadOptions, field_padding, padded_columns
 from dh_tf.sources import column_types as types
 from dh_tf.sources.column_types import ARRAY_KINDS, COLUMN_KINDS, SUPPORTED_TYPES, ColumnKind, column_kind
@@ -45,12 +48,6 @@ from dh_tf.sources.ragged import Padding
 #: dict of name -> one of those (a dict of arrays, for multi-input / multi-output Keras models).
 #: Array columns add a dimension (NOTE [ Array columns ]).
 ColumnSpec = str | Sequence[str] | Mapping[str, str | Sequence[str]]
-#: A null policy: ``"error"``, ``"nan"``, or a number to fill nulls with.
-NullPolicy = str | float | int
-
-NULL_POLICIES = ("error", "nan")
-DEFAULT_DTYPE = np.dtype("float32")
-"""The dtype of the features a ``dtype`` dict does not name, and of non-integer labels and weights beside one."""
 
 
 @dataclass(frozen=True)
@@ -62,7 +59,8 @@ class Field:
     with array columns of length ``array_length`` = n: ``[rows, n]`` and ``[rows, n, k]`` (``padding``:
     rows of any length fit to n, ``pad_value`` in the pad positions, NOTE [ Ragged arrays ]).
     ``null_fixes`` holds, per column, what its null policy was set by and what fits its output: the
-    end of the :class:`~dh_tf.errors.NullValueError` for a null under ``"error"`` (:func:`null_fix`).
+    end of the :class:`~dh_tf.errors.NullValueError` for a null under ``"error"``
+    (:func:`~dh_tf.reading.null_policy.null_fix`).
     """
 
     role: str
@@ -142,13 +140,15 @@ def build_layout(
         label: the label column spec, or None for ``x`` alone.
         sample_weight: one column name, or None.
         dtype: the numpy dtype of features and of non-integer labels and weights; or a dict input
-            -> dtype for the features alone (:func:`feature_dtypes`), the others :data:`DEFAULT_DTYPE`.
+            -> dtype for the features alone (:func:`~dh_tf.reading.output_dtypes.feature_dtypes`), the others
+            :data:`~dh_tf.reading.output_dtypes.DEFAULT_DTYPE`.
         label_dtype: the numpy dtype of labels; None keeps integer labels integer (their common
             numpy type) and casts the others to ``dtype`` (:data:`DEFAULT_DTYPE` beside a dict).
         nulls: a null policy for every column, or a dict column -> policy (others: ``"error"``).
             A global ``"nan"`` applies to floating outputs; integer outputs keep ``"error"`` under it
             (they raise only if a null appears, saying ``nulls='nan'`` does not apply to them and what
-            does: :func:`null_fix`). A per-column ``"nan"`` on an integer output is an error.
+            does: :func:`~dh_tf.reading.null_policy.null_fix`). A per-column ``"nan"`` on an integer output is an
+            error.
             String outputs take ``"error"`` or a per-column fill string (a global policy leaves them at ``"error"``).
         where: the caller's name, for error messages.
         array_length: column name -> length of its arrays (None: the table has no rows), for array
@@ -169,8 +169,8 @@ def build_layout(
             columns, the label or sample_weight is a String column, a timestamp goes to an output other
             than int64 (NOTE [ Strings and timestamps ]), or a float column to an integer output.
     """
-    float_dtype = DEFAULT_DTYPE if isinstance(dtype, Mapping) else _numeric_dtype(dtype, "dtype", where)
-    fixed_label_dtype = None if label_dtype is None else _numeric_dtype(label_dtype, "label_dtype", where)
+    float_dtype = DEFAULT_DTYPE if isinstance(dtype, Mapping) else numeric_dtype(dtype, "dtype", where)
+    fixed_label_dtype = None if label_dtype is None else numeric_dtype(label_dtype, "label_dtype", where)
     if sample_weight is not None and label is None:
         raise ArgumentError(f"{where}: sample_weight needs a label (got label=None)")
     if sample_weight is not None and not isinstance(sample_weight, str):
@@ -190,7 +190,7 @@ def build_layout(
             raw.append((role, arg if key is None else f"{arg}[{key!r}]", key, columns, squeeze))
 
     _check_columns(table_types, [c for *_, cols, _ in raw for c in cols], where)
-    policies, global_policy = _null_policies(nulls, table_types, where)
+    policies = null_policies(nulls, table_types, where)
     if array_length is None:
         array_length = getattr(table_types, "array_length", None)
     padded = padded_columns(pad, table_types, [c for *_, cols, _ in raw for c in cols], where)
@@ -223,14 +223,9 @@ def build_layout(
         column_nulls, fixes = [], []
         for column, kind in zip(columns, kinds):
             types.check_output_dtype(column, kind, out_dtype, dtype_arg, where, dtype_key)
-            policy = policies.get(column, "error")
-            if global_policy and (out_dtype.kind == "O" or policy == "nan" and out_dtype.kind != "f"):
-                policy = "error"  # a global "nan" / number means: where it fits (float / numeric outputs)
-            given, passed = _given(nulls, column)
-            setting = types.dtype_setting(dtype_arg, dtype_key, "float32")
-            _check_policy_fits(policy, column, kind, out_dtype, where, passed, setting)
+            policy, fix = policies.for_column(column, kind, out_dtype, types.dtype_setting(dtype_arg, dtype_key, "float32"))
             column_nulls.append(policy)
-            fixes.append(null_fix(column, kind, out_dtype, given, passed, setting) if policy == "error" else "")
+            fixes.append(fix)
         fields.append(Field(
             role, key, columns, squeeze, out_dtype, tuple(column_nulls), field_length, field_pad, pad_value,
             tuple(fixes),
@@ -240,69 +235,6 @@ def build_layout(
         has_label=label is not None,
         has_weight=sample_weight is not None,
     )
-
-
-FeatureInput = tuple[str | None, tuple[str, ...]]
-"""A feature input: its key in a dict ``features`` spec (None for a plain spec), and its columns."""
-
-
-def feature_dtypes(
-    dtype: Mapping[Any, Any], inputs: Sequence[FeatureInput], where: str
-) -> dict[FeatureInput, tuple[str, np.dtype]]:
-    """Input -> (the ``dtype`` key that names it, its dtype), for the inputs a ``dtype`` dict names.
-
-    A key is an input name (a key of a dict ``features`` spec, what Keras matches to ``Input(name=...)``) or a
-    feature column; it sets the dtype of the input of that name and of every input made of that column. The
-    inputs it does not name keep :data:`DEFAULT_DTYPE`.
-
-    Example: ``features={"num": ["A", "B"], "cat": "CatCode"}, dtype={"cat": "int32"}``: ``num`` float32,
-    ``cat`` int32, so integer codes stay exact past 2**24 (a float32 holds integers exactly up to 2**24 only).
-
-    Raises:
-        ArgumentError: a key names neither a feature input nor a feature column (the message lists both); or
-            the keys give one input two dtypes, or name some of the columns of a list and not the others.
-        ArgumentTypeError: a value is not a numeric numpy dtype.
-    """
-    allowed = list(dict.fromkeys([k for k, _ in inputs if k is not None] + [c for _, cs in inputs for c in cs]))
-    unknown = [k for k in dtype if k not in allowed]
-    if unknown:
-        raise ArgumentError(
-            f"{where}: dtype names {unknown}, neither a feature input nor a feature column; its keys can be "
-            f"{allowed} (the label's dtype is label_dtype)"
-        )
-    checked = {k: _numeric_dtype(v, f"dtype[{k!r}]", where) for k, v in dtype.items()}
-    result: dict[FeatureInput, tuple[str, np.dtype]] = {}
-    for key, columns in inputs:
-        names = [n for n in dict.fromkeys(columns if key is None else (key, *columns)) if n in checked]
-        if not names:
-            continue
-        missing = [] if key in checked else [c for c in columns if c not in checked]
-        if missing or len({checked[n] for n in names}) > 1:
-            arg = "features" if key is None else f"features[{key!r}]"
-            given = ", ".join(f"{n!r}: {checked[n]}" for n in names)
-            raise ArgumentError(
-                f"{where}: {arg} (columns {list(columns)}) is one array of one dtype, but dtype gives {given}"
-                + (f" and nothing for {missing}" if missing else "")
-                + "; give the input one dtype, by its name or the same for each of its columns"
-            )
-        result[(key, columns)] = (names[0], checked[names[0]])
-    return result
-
-
-def _numeric_dtype(dtype: Any, arg: str, where: str) -> np.dtype:
-    try:
-        result = np.dtype(dtype)
-    except (TypeError, ValueError) as e:
-        raise ArgumentTypeError(
-            f"{where}: {arg} must be a numeric numpy dtype, e.g. 'float32' or 'int64' (got {dtype!r} of type "
-            f"{type(dtype).__name__})"
-        ) from e
-    if result.kind not in "fiu":
-        raise ArgumentTypeError(
-            f"{where}: {arg} must be a numeric numpy dtype (int, uint or float kinds), e.g. 'float32' or "
-            f"'int64' (got {dtype!r}: {result})"
-        )
-    return result
 
 
 def _parse_spec(spec: Any, arg: str, where: str) -> list[tuple[str | None, tuple[str, ...], bool]]:
@@ -412,32 +344,6 @@ def _check_columns(table_types: Mapping[str, str], columns: list[str], where: st
         )
 
 
-def _null_policies(
-    nulls: NullPolicy | Mapping[str, NullPolicy], table_types: Mapping[str, str], where: str
-) -> tuple[dict[str, NullPolicy], bool]:
-    """Column -> policy, and whether it came from one global policy (not a per-column dict)."""
-    if isinstance(nulls, Mapping):
-        unknown = [c for c in nulls if c not in table_types]
-        if unknown:
-            raise ArgumentError(
-                f"{where}: nulls names unknown column(s) {unknown}; the table has columns {list(table_types)}"
-            )
-        return {c: _check_policy(p, f"nulls[{c!r}]", where, text=True) for c, p in nulls.items()}, False
-    policy = _check_policy(nulls, "nulls", where)
-    return dict.fromkeys(table_types, policy), True
-
-
-def _check_policy(policy: Any, arg: str, where: str, text: bool = False) -> NullPolicy:
-    if isinstance(policy, str) and (policy in NULL_POLICIES or text):  # text: a fill string (String columns)
-        return policy
-    if isinstance(policy, (int, float, np.integer, np.floating)) and not isinstance(policy, bool):
-        return policy
-    raise ArgumentError(
-        f"{where}: {arg} must be 'error', 'nan' or a number to fill nulls with "
-        f"(got {policy!r} of type {type(policy).__name__})"
-    )
-
-
 def _string_target_message(arg: str, columns: tuple[str, ...], table_types: Mapping[str, str], where: str) -> str:
     """The refusal of a String label or sample weight, which Keras would fail on deep in ``fit``."""
     listed = ", ".join(f"{c!r} ({table_types[c]})" for c in columns)
@@ -453,67 +359,3 @@ def _string_target_message(arg: str, columns: tuple[str, ...], table_types: Mapp
         f"adds the int32 column {first + 'Code'!r} (1 + the value's index in dh_tf.vocabulary(table, {first!r}), "
         "0 for a null or unseen value); a String feature is fine as it is: keras.layers.StringLookup takes it"
     )
-
-
-def _given(nulls: NullPolicy | Mapping[str, NullPolicy], column: str) -> tuple[NullPolicy, str]:
-    """The null policy the caller gave ``column``, and how the caller wrote it (``"nulls='nan'"``), for messages."""
-    if not isinstance(nulls, Mapping):
-        return nulls, f"nulls={nulls!r}"
-    if column in nulls:
-        return nulls[column], f"nulls={{{column!r}: {nulls[column]!r}}}"
-    return "error", "nulls='error' (the default for a column the nulls dict does not name)"
-
-
-def null_fix(
-    column: str, kind: ColumnKind, out_dtype: np.dtype, given: NullPolicy, passed: str, float_setting: str
-) -> str:
-    """The end of the NullValueError for a null in ``column`` under ``"error"``: what was passed and what fits.
-
-    ``given`` is the policy the caller gave the column and ``passed`` how they wrote it (:func:`_given`): a
-    global ``"nan"`` keeps ``"error"`` for an integer output, where NaN does not exist, so the message says
-    ``nulls='nan'`` was passed and offers a fill number or a float output (``float_setting``, e.g.
-    ``"label_dtype='float32'"``).
-    """
-    if out_dtype.kind == "O":
-        why = "" if given == "error" else f", which fits numeric outputs only, not String column {column!r}"
-        return f"{passed}{why}; pass a fill string as nulls={{{column!r}: '[UNK]'}}"
-    if out_dtype.kind == "f":
-        return f"{passed}; pass nulls='nan' or a fill number (for all columns or as nulls={{{column!r}: ...}})"
-    why = ", which cannot apply to it" if given == "nan" else ""
-    fill = f"a fill number as nulls={{{column!r}: {-1 if out_dtype.kind == 'i' else 0}}}"
-    floats = "" if kind.is_timestamp else f", or a float output, e.g. {float_setting}, with nulls='nan'"
-    return f"{passed}{why}: NaN does not exist in its {out_dtype} output; pass {fill}{floats}"
-
-
-def _check_policy_fits(
-    policy: NullPolicy, column: str, kind: ColumnKind, out_dtype: np.dtype, where: str, passed: str, float_setting: str
-) -> None:
-    """Raises ArgumentError unless ``policy`` fits ``column``'s output (the other arguments: :func:`null_fix`)."""
-    if out_dtype.kind == "O" and (policy == "nan" or not isinstance(policy, str)):
-        raise ArgumentError(
-            f"{where}: nulls={{{column!r}: {policy!r}}} does not fit String column {column!r}; its nulls can be "
-            f"'error' or a fill string, e.g. nulls={{{column!r}: '[UNK]'}}"
-        )
-    if out_dtype.kind != "O" and isinstance(policy, str) and policy not in NULL_POLICIES:
-        raise ArgumentError(
-            f"{where}: nulls={{{column!r}: {policy!r}}}: a fill string fits String columns only, and column "
-            f"{column!r} goes to a {out_dtype} array; use 'error', 'nan' or a number"
-        )
-    if policy == "nan" and out_dtype.kind != "f":
-        raise ArgumentError(
-            f"{where}: nulls={{{column!r}: 'nan'}} needs a floating output, but column {column!r} goes to a "
-            f"{out_dtype} array; use 'error' or a number for it (nulls={{{column!r}: value}})"
-            + ("" if kind.is_timestamp else f", or a float output for NaN, e.g. {float_setting}")
-        )
-    if isinstance(policy, str):
-        return
-    if out_dtype.kind in "iu" and (not float(policy).is_integer() or not _fits(policy, out_dtype)):
-        raise ArgumentError(
-            f"{where}: the null fill value for column {column!r} must be an integer that fits "
-            f"{out_dtype} (got {policy!r}), set by {passed}"
-        )
-
-
-def _fits(value: Any, dtype: np.dtype) -> bool:
-    info = np.iinfo(dtype)
-    return info.min <= int(value) <= info.max

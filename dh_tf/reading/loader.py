@@ -14,7 +14,8 @@ from dh_tf.checks import bool_arg, int_arg
 from dh_tf.errors import ArgumentError, UsageError
 from dh_tf.reading import batching
 from dh_tf.reading.epoch_cache import CachingPageReader, EpochCache, check_cache_arg
-from dh_tf.reading.layout import ColumnSpec, Layout, NullPolicy, build_layout
+from dh_tf.reading.layout import ColumnSpec, Layout, build_layout
+from dh_tf.reading.null_policy import NullPolicy
 from dh_tf.reading.padding import PadTo, pad_options
 from dh_tf.reading.page_size import default_page_rows, row_bytes
 from dh_tf.reading.plan import ReadPlan

@@ -23,7 +23,7 @@ column with no value there (an empty live table), or a source that cannot measur
 (the pages holding permits, plus the page of the batch the consumer still holds; each at most
 twice, since a reader's scratch array keeps its last page's values until it reads the next), as long
 as no later value is longer than the longest of the sample (longer ones grow pages in proportion;
-pass ``page_rows`` for such a table). The engine side holds at most :data:`engine_read.CHUNK_CHARS`
+pass ``page_rows`` for such a table). The engine side holds at most :data:`engine_strings.CHUNK_CHARS`
 characters of strings per reader thread and chunk, measured as it reads (NOTE [ Engine internals ]),
 so the JVM heap stays below ``-Xmx`` whatever the sample saw. ``tests/test_string_memory.py`` checks
 both with 2-4 KB strings and ``-Xmx512m``.

@@ -23,6 +23,7 @@ from dh_tf.sources.column_types import (
     column_kind,
     note_read_error,
 )
+from dh_tf.sources.engine_strings import fix_surrogates
 from dh_tf.sources.jvm_threads import entered
 from dh_tf.sources.protocol import Span
 from dh_tf.sources.ragged import PaddedColumn, Padding, place
@@ -216,7 +217,7 @@ class PublicColumnReader:
                     values = to_numpy(view, [name])
                     if kind.is_string:  # to_numpy makes a numpy str array, with 'None' for null
                         nulls = to_numpy(piece.view([f"{name} = isNull({name})"]), [name]).reshape(-1)
-                        values = np.array([engine_read.fix_surrogates(v) for v in values.reshape(-1).tolist()], object)
+                        values = np.array([fix_surrogates(v) for v in values.reshape(-1).tolist()], object)
                         values[nulls] = None
                 except Exception as error:
                     note_read_error(error, name, start, stop)

@@ -27,18 +27,17 @@ String and ``LocalDate`` columns fill an object chunk over a reused Java ``Objec
 then turns the chunk into one string (``String.join`` with a NUL separator; ``List.toString`` for
 dates), which Python splits (strings) or numpy parses as ``datetime64[D]`` (dates): a few Java
 calls per 64K rows instead of one per value. A value holding the separator falls back to one call
-per value for its chunk. A chunk of strings holds about :data:`CHUNK_CHARS` characters, not 64K
+per value for its chunk. A chunk of strings holds about :data:`engine_strings.CHUNK_CHARS` characters, not 64K
 values whatever their length (64K values of 4 KB would be 256M characters in the chunk, as many
 again joined: an OutOfMemoryError on a 1-2 GB heap, and past 2**31 beyond a Java string): the
-first chunk of a reader holds :data:`FIRST_STRING_ROWS` rows, and each later one as many rows as
-fit :data:`CHUNK_CHARS` at the most characters per row any chunk of this reader held so far
+first chunk of a reader holds :data:`engine_strings.FIRST_STRING_ROWS` rows, and each later one as many rows as
+fit :data:`engine_strings.CHUNK_CHARS` at the most characters per row any chunk of this reader held so far
 (:attr:`EngineColumnReader.rows_per_chunk`; NOTE [ Page size ] in reading/page_size.py). jpy hands a Java string's UTF-16 surrogate pairs to Python as two code
-points: :func:`fix_surrogates` joins them (only for non-ASCII text).
+points: :func:`engine_strings.fix_surrogates` joins them (only for non-ASCII text).
 """
 
 from __future__ import annotations
 
-import contextlib
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -47,6 +46,7 @@ import numpy as np
 
 from dh_tf.errors import ArgumentError
 from dh_tf.sources.column_types import STRING_TYPE, ColumnKind, array_length_error, column_kind, note_read_error
+from dh_tf.sources.engine_strings import java_strings, string_rows
 from dh_tf.sources.jvm_threads import java_type
 from dh_tf.sources.ragged import PaddedColumn, place
 
@@ -56,12 +56,6 @@ CHUNK_BYTES = 8 * 2**20
 """About how many bytes of Java chunks one reader holds: wide tables get shorter chunks (:func:`chunk_rows`)."""
 CHUNK_ELEMENTS = 65536
 """Array elements per flattened chunk (array columns flatten ``CHUNK_ELEMENTS // n`` rows at a time)."""
-CHUNK_CHARS = 4 * 2**20
-"""About the most characters of strings one chunk holds (all its String columns), joined in one Java string."""
-FIRST_STRING_ROWS = 1024
-"""Rows of a reader's first chunk when it reads String columns, before it has measured them."""
-STRING_SEPARATOR = "\x00"
-"""Joins a chunk's strings into one Java string (NOTE above); a value holding it is read one by one."""
 _KERNEL_NAMES = {"byte": "Byte", "short": "Short", "int": "Int", "long": "Long", "float": "Float", "double": "Double"}
 
 _CHUNK_TYPES = {
@@ -142,17 +136,6 @@ def typed_buffer(array: np.ndarray, deephaven_type: str) -> Any:
     raw = memory_util.directBuffer(array.ctypes.data, array.nbytes).order(byte_order.nativeOrder())
     view = _BUFFER_VIEWS[deephaven_type]
     return raw if view is None else getattr(raw, view)()
-
-
-def string_rows(chars_per_row: float | None, most: int) -> int:
-    """Rows of strings of ``chars_per_row`` characters (all String columns) that fit :data:`CHUNK_CHARS`.
-
-    Between 1 and ``most``; :data:`FIRST_STRING_ROWS` (at most ``most``) when not measured yet (None).
-    Also sizes remote follow pages (``sources/remote_follow.py``).
-    """
-    if chars_per_row is None:
-        return min(most, FIRST_STRING_ROWS)
-    return int(max(1, min(most, CHUNK_CHARS // max(1.0, chars_per_row))))
 
 
 def chunk_rows(kinds: Mapping[str, ColumnKind]) -> int:
@@ -373,29 +356,6 @@ class EngineColumnReader:
             java_offsets.close()
 
 
-def java_strings(values: Any, size: int) -> tuple[list[str | None], int]:
-    """The first ``size`` strings of a Java ``Object[]`` as Python ``str`` (None for null), in a few Java calls.
-
-    Returns the strings and their characters in all (a null counts 4, as joined: ``"null"``).
-    """
-
-    java_list = java_type("java.util.Arrays").asList(values).subList(0, size)
-    joined = fix_surrogates(java_type("java.lang.String").join(STRING_SEPARATOR, java_list))
-    parts: list[str | None] = list(joined.split(STRING_SEPARATOR))
-    chars = len(joined) - len(parts) + 1
-    if len(parts) != size:  # a value holds the separator
-        strings = [None if values[i] is None else fix_surrogates(values[i]) for i in range(size)]
-        return strings, sum(len(value) for value in strings if value is not None)
-    if "null" in joined:  # String.join writes a null as "null": ask Java which ones were
-        index = -1
-        with contextlib.suppress(ValueError):
-            while True:
-                index = parts.index("null", index + 1)
-                if values[index] is None:
-                    parts[index] = None
-    return parts, chars
-
-
 def string_sizes(j_table: Any, columns: Sequence[str], rows: int) -> dict[str, int]:
     """The bytes of the largest Python ``str`` among the first ``rows`` rows of each String column of ``j_table``.
 
@@ -434,10 +394,3 @@ def java_local_dates(values: Any, size: int) -> np.ndarray:
         raise ArgumentError(f"a LocalDate is {far} days from 1970-01-01: it does not fit int32 days")
     days[nulls] = -(2**31)
     return days.astype(np.int32)
-
-
-def fix_surrogates(text: str) -> str:
-    """Joins the UTF-16 surrogate pairs jpy leaves in a Java string's Python copy (lone ones become U+FFFD)."""
-    if text.isascii():
-        return text
-    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")

@@ -25,7 +25,7 @@ Append-only, by polling:
   server-side count (a zero-column static snapshot: the size a new *refreshing* export reports can
   be 0 before its first update cycle, see ``RemoteSource.num_rows``), then reads the new positions
   as server-side ``slice`` + Flight ``DoGet`` pages of at most ``page_rows`` rows (fewer for long
-  strings: as many as fit one engine chunk's characters, ``engine_read.string_rows``, measured on
+  strings: as many as fit one engine chunk's characters, ``engine_strings.string_rows``, measured on
   the pages read so far), **only while the sink has room** (``wait_for_space``): a slow consumer
   leaves the rows on the server, nothing is copied ahead or dropped. The rows of an append-only table never change, so a slice of positions
   below a counted size always holds exactly those rows.
@@ -56,7 +56,7 @@ import numpy as np
 
 from dh_tf.errors import ArgumentError, ArgumentTypeError, RemoteReadError, TableChangeError
 from dh_tf.sources.column_types import COLUMN_KINDS, ColumnKind
-from dh_tf.sources.engine_read import string_rows
+from dh_tf.sources.engine_strings import string_rows
 from dh_tf.sources.protocol import PageSink, RowPage
 from dh_tf.sources.remote import RemoteSource, RemoteSpanReader
 from dh_tf.sources.remote_blink import RemoteBlinkFeed, failed_on_server, table_failed, ticking_module
