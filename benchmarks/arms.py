@@ -15,12 +15,22 @@ anything else on stdout (library chatter) goes to the log. Each Deephaven proces
 and each pass reports the GC pauses logged during it.
 
 Arm kinds (``kind``) and their pass:
-    ``reduce``: one ``ds.reduce`` epoch of a dataset built once (cached arms: after a filling epoch).
+    ``reduce``: one ``ds.reduce`` epoch of a dataset built once (cached arms: after a filling epoch),
+        counting rows only: a batch no one copied is never touched.
+    ``read_reduce``: the same epoch, the step also summing every feature and label (it reads each
+        byte, as a training step does): the headline consumer. A builder may return a function giving
+        each epoch's dataset (an in-memory permutation drawn per epoch); it runs inside the pass.
     ``fresh_reduce``: a new dataset (new loader, no cache) per pass, one epoch: dh_tf's epoch 1.
+    ``epoch1``: a new dataset per pass, its build *and* one ``read_reduce`` epoch timed (a peer's load,
+        such as ``read_table``, counts; the JVM start and ``parquet.read`` happened before READY).
     ``engine_read``: one epoch of ``TableLoader(prefetch=0).iter_groups()``, no TensorFlow.
     ``fit``: a new seeded model (and a new dataset, so an empty cache) per pass; ``model.fit(epochs=E)``.
     ``petastorm``: a new ``make_batch_reader`` per pass (``num_epochs=1``: one epoch, the reader's
-        start-up inside it; or ``num_epochs=E``: E epochs, the pass's figure is all E of them).
+        start-up inside it; or ``num_epochs=E``: E epochs, the pass's figure is all E of them);
+        options ``read`` (sum every byte), ``shuffle`` (row groups and rows shuffled by the reader).
+
+An arm with option ``quality`` runs one more, untimed epoch at build time that maps every delivered
+row back to its table position (:mod:`benchmarks.quality`): its shuffle quality goes into ``info``.
 
 Only numpy, pyarrow and the standard library at module level: the petastorm venv runs this too.
 """
@@ -80,6 +90,10 @@ def _timed(run: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def _dataset(builder: str, options: dict[str, Any], case: Case, table: Any, stack: contextlib.ExitStack) -> Any:
+    from benchmarks.peers import BUILDERS
+
+    if builder in BUILDERS:
+        return BUILDERS[builder](case, table, stack)
     if builder == "dh_tf":
         opts = dict(options)
         return dh_tf_dataset(opts.pop("shuffle", False), opts.pop("prefetch", 2), **opts)(case, table, stack)
@@ -98,10 +112,23 @@ def build_arm(spec: dict[str, Any], process: dict[str, Any], table: Any, stack: 
     case, kind, rows = _case(spec, process), spec["kind"], spec["rows"]
     options = spec.get("options", {})
     if kind in ("reduce", "read_reduce"):
-        dataset, read_bytes = _dataset(spec["builder"], options, case, table, stack), kind == "read_reduce"
+        built, read_bytes = _dataset(spec["builder"], options, case, table, stack), kind == "read_reduce"
+        epoch: Callable[[], Any] = built if callable(built) else (lambda: built)  # a dataset is not callable
         if spec.get("fill"):  # the epoch that fills the cache: reported apart, never a pass
-            info["fill_s"] = round(_timed(lambda: _reduce_epoch(dataset, case, rows, read_bytes))[0], 4)
-        return lambda: {"batches": _reduce_epoch(dataset, case, rows, read_bytes)}
+            info["fill_s"] = round(_timed(lambda: _reduce_epoch(epoch(), case, rows, read_bytes))[0], 4)
+        if spec.get("quality"):
+            info["quality"] = _quality(epoch(), case)
+        return lambda: {"batches": _reduce_epoch(epoch(), case, rows, read_bytes)}
+    if kind == "epoch1":
+        def first_epoch() -> dict[str, Any]:
+            with contextlib.ExitStack() as pass_stack:
+                start = time.perf_counter()
+                dataset = _dataset(spec["builder"], options, case, table, pass_stack)
+                build_s = time.perf_counter() - start
+                batches = _reduce_epoch(dataset, case, rows, read_bytes=True)
+                seconds = time.perf_counter() - start
+            return {"seconds": seconds, "build_s": round(build_s, 4), "batches": batches}
+        return first_epoch
     if kind == "fresh_reduce":
         def fresh() -> dict[str, Any]:
             with contextlib.ExitStack() as pass_stack:
@@ -129,6 +156,15 @@ def build_arm(spec: dict[str, Any], process: dict[str, Any], table: Any, stack: 
     raise KeyError(f"unknown arm kind {kind!r}")
 
 
+def _quality(dataset: Any, case: Case) -> dict[str, Any]:
+    """The shuffle quality of one untimed epoch of ``dataset`` (see :mod:`benchmarks.quality`)."""
+    from benchmarks.quality import RowIds, measure_quality
+
+    start = time.perf_counter()
+    found = measure_quality(((x.numpy(), y) for x, y in dataset), RowIds(case.path), case.num_rows)
+    return {**found, "quality_s": round(time.perf_counter() - start, 3)}
+
+
 def _fit_arm(spec: dict[str, Any], case: Case, table: Any, options: dict[str, Any]) -> Pass:
     """A new seeded model per pass, E epochs of ``model.fit``; a dh_tf dataset is new per pass too."""
     tf = _tf()
@@ -151,7 +187,8 @@ def _fit_arm(spec: dict[str, Any], case: Case, table: Any, options: dict[str, An
             if arrays is not None:
                 x, y = arrays
                 seconds, history = _timed(lambda: model.fit(x, y, batch_size=case.batch_size, epochs=case.epochs,
-                                                            shuffle=False, verbose=0, callbacks=[timer]))
+                                                            shuffle=bool(options.get("shuffle")), verbose=0,
+                                                            callbacks=[timer]))
             else:
                 dataset = _dataset(spec["builder"], options, case, table, pass_stack)
                 seconds, history = _timed(lambda: model.fit(dataset, epochs=case.epochs, shuffle=False, verbose=0,
@@ -172,13 +209,25 @@ def _petastorm_arm(spec: dict[str, Any], case: Case, stack: contextlib.ExitStack
     ``epoch_seconds`` splits it where the rows counted cross each boundary). With ``cache``, every
     reader of the arm shares one ``local-disk`` cache directory, filled by an epoch at build time
     (``fill_s``), kept across readers (``cleanup=False``) and removed when the arm closes.
-    Row groups are read in file order (``shuffle_row_groups=False``), like dh_tf's unshuffled cache.
+    Row groups are read in file order (``shuffle_row_groups=False``), like dh_tf's unshuffled cache,
+    unless ``shuffle``: row groups in a new order per reader, rows shuffled inside each row group where
+    the installed petastorm has ``shuffle_rows``, and with ``shuffle_buffer`` rows also through
+    ``unbatch().shuffle(shuffle_buffer)`` (petastorm's shuffling queue is a TF1 ``tf_tensors`` option; in
+    TF2 ``make_petastorm_dataset`` leaves shuffling rows to tf.data). ``read``: the consumer also sums
+    every feature and label. ``quality``: one untimed epoch maps rows to table positions (``info``).
     """
+    import inspect
+
     from petastorm import make_batch_reader
     from petastorm.tf_utils import make_petastorm_dataset
 
     tf = _tf()
-    epochs, rows = int(spec["options"].get("num_epochs", 1)), case.num_rows
+    options = spec["options"]
+    epochs, rows, read_bytes = int(options.get("num_epochs", 1)), case.num_rows, bool(options.get("read"))
+    order: dict[str, Any] = {"shuffle_row_groups": bool(options.get("shuffle"))}
+    if options.get("shuffle") and "shuffle_rows" in inspect.signature(make_batch_reader).parameters:
+        order["shuffle_rows"] = True
+    info["reader_order"] = order
     cache: dict[str, Any] = {}
     if spec["options"].get("cache"):
         directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench_petastorm_cache_"))
@@ -195,22 +244,33 @@ def _petastorm_arm(spec: dict[str, Any], case: Case, stack: contextlib.ExitStack
     @tf.function
     def take_rows(iterator: Any, target: Any) -> Any:
         """Consumes batches until ``target`` rows (graph mode, no Python per batch); returns the rows."""
-        total = tf.constant(0, tf.int64)
+        total, checksum = tf.constant(0, tf.int64), tf.constant(0.0)
         while total < target:
             batch = next(iterator)
             total += tf.cast(tf.shape(batch[1])[0], tf.int64)
-        return total
+            if read_bytes:  # a Python bool: traced in or out
+                checksum += tf.reduce_sum(batch[0]) + tf.cast(tf.reduce_sum(batch[1]), tf.float32)
+        return total, checksum
+
+    def batches(reader: Any) -> Any:
+        dataset = make_petastorm_dataset(reader).map(
+            lambda row: (tf.stack([getattr(row, name) for name in FEATURES], axis=1), getattr(row, LABEL)))
+        if options.get("shuffle_buffer"):
+            dataset = dataset.unbatch().shuffle(int(options["shuffle_buffer"]), seed=0).batch(case.batch_size)
+        else:
+            dataset = dataset.rebatch(case.batch_size)
+        return dataset.prefetch(tf.data.AUTOTUNE)
+
+    def reader(num_epochs: int) -> Any:
+        return make_batch_reader(Path(case.path).resolve().as_uri(), schema_fields=[*FEATURES, LABEL],
+                                 num_epochs=num_epochs, **order, **cache)
 
     def run(num_epochs: int) -> list[float]:
         seconds, start, carried = [], time.perf_counter(), 0
-        with make_batch_reader(Path(case.path).resolve().as_uri(), schema_fields=[*FEATURES, LABEL],
-                               num_epochs=num_epochs, shuffle_row_groups=False, **cache) as reader:
-            dataset = make_petastorm_dataset(reader).map(
-                lambda row: (tf.stack([getattr(row, name) for name in FEATURES], axis=1), getattr(row, LABEL))
-            ).rebatch(case.batch_size).prefetch(tf.data.AUTOTUNE)
-            iterator = iter(dataset)
+        with reader(num_epochs) as opened:
+            iterator = iter(batches(opened))
             for _ in range(num_epochs):
-                carried += int(take_rows(iterator, tf.constant(rows - carried, tf.int64))) - rows
+                carried += int(take_rows(iterator, tf.constant(rows - carried, tf.int64))[0]) - rows
                 seconds.append(time.perf_counter() - start)
                 start = time.perf_counter()
             if carried or next(iterator, None) is not None:
@@ -220,6 +280,9 @@ def _petastorm_arm(spec: dict[str, Any], case: Case, stack: contextlib.ExitStack
     if cache:
         info["fill_s"] = round(sum(run(1)), 4)
         stack.callback(_report_dir, info, cache["cache_location"])
+    if spec.get("quality"):
+        with reader(1) as opened:
+            info["quality"] = _quality(batches(opened), case)
 
     def one_pass() -> dict[str, Any]:
         seconds = run(epochs)

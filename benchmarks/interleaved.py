@@ -13,13 +13,26 @@ the group for one pass, in group order, one at a time: a process waits idle (blo
 another runs. Round 1 is the cold pass, reported apart; the other passes give min / median / max and
 the best (the capability: the host's slow modes only ever slow a pass down).
 
-Groups (``--groups``; all by default):
+Groups (``--groups``; all by default). The first three (issue 24) use the consumer that sums every
+feature and label (``read_reduce``, arms ``*_read``) unless named otherwise:
+    ``ceiling``: dh_tf cached epochs vs the in-memory ceiling (``from_tensor_slices`` over a ``[n/b, b, 16]``
+        view, tf.data's rewrites on and off: the faster is the ceiling), the old range-sliced arm, and the
+        peers' later epochs: pyarrow ``read_table`` -> ``from_tensor_slices``, tf.data ``.cache()`` in
+        memory and ``Dataset.save``/``load``, HuggingFace ``to_tf_dataset``, pyarrow ``iter_batches`` ->
+        ``from_generator``, Petastorm with and without its cache; count-only rows for dh_tf and the ceiling.
+    ``epoch1_peers``: epoch 1 with a new loader per pass, its build inside the timing (the JVM start and
+        ``parquet.read`` before it): dh_tf, pyarrow ``iter_batches``, ``read_table``, ``.cache()``'s filling
+        epoch, HuggingFace (``from_parquet``'s conversion included), Petastorm.
+    ``shuffle_peers``: shuffled cached epochs vs an in-memory full-permutation gather, tf.data
+        ``shuffle(buffer)``, HuggingFace ``shuffle=True``, Petastorm's shuffled row groups (and rows) with
+        and without a shuffling buffer; every arm with its shuffle quality (:mod:`benchmarks.quality`).
     ``cached``: dh_tf ``cache=True`` epochs 2+ (unshuffled) vs the in-memory range-sliced ceiling vs
         tf.data ``Dataset.cache(filename)`` after dh_tf.
     ``shuffle``: shuffled vs unshuffled cached epochs, with a consumer that only counts rows and with one
         that sums every feature and label (``read_reduce``: it reads each byte, as training does).
     ``fit``: ``--epochs``-epoch Keras ``fit`` with the cache (a new dataset per pass: epoch 1 reads the
-        engine) vs in-memory numpy ``fit``; same model, batch, epochs; time per fit.
+        engine) vs in-memory numpy ``fit`` (``shuffle=False`` and ``shuffle=True``); same model, batch,
+        epochs; time per fit.
     ``batch32``: batch 32 on ``--small-rows`` rows: dh_tf (engine, and cached) vs in-memory tf.data.
     ``epoch1``: dh_tf epoch 1 (a new dataset per pass) vs the raw engine read, same reader threads.
     ``petastorm``: dh_tf cached epochs (one process) vs Petastorm (another, its venv): a new reader per
@@ -47,7 +60,8 @@ from benchmarks.arms import PREFIX
 from benchmarks.data import ensure_parquet, parquet_path
 from benchmarks.loaders import REPO, _kill_tree
 
-GROUPS = ("cached", "shuffle", "fit", "batch32", "epoch1", "petastorm", "jvm")
+GROUPS = ("ceiling", "epoch1_peers", "shuffle_peers", "cached", "shuffle", "fit", "batch32", "epoch1", "petastorm",
+          "jvm")
 JVM_OPTION_SETS = {
     "default": (),
     "xms": ("-Xms{heap}",),
@@ -58,8 +72,68 @@ JVM_OPTION_SETS = {
 DH = {"deephaven": True, "packages": ("deephaven-core", "dh-tf")}
 
 
-def _arm(name: str, kind: str, builder: str = "", fill: bool = False, **options: Any) -> dict[str, Any]:
-    return {"name": name, "kind": kind, "builder": builder, "fill": fill, "options": options}
+def _arm(name: str, kind: str, builder: str = "", fill: bool = False, quality: bool = False,
+         **options: Any) -> dict[str, Any]:
+    return {"name": name, "kind": kind, "builder": builder, "fill": fill, "quality": quality, "options": options}
+
+
+def _petastorm(*arms: dict[str, Any]) -> dict[str, Any]:
+    return {"key": "petastorm", "venv": "petastorm", "packages": ("petastorm",), "arms": list(arms)}
+
+
+def _new_groups(args: argparse.Namespace) -> dict[str, tuple[int, int, list[dict[str, Any]]]]:
+    """The issue-24 groups: the ceiling and the peers, epoch 1 against the peers, shuffles at stated quality."""
+    big = args.rows
+    cache_read = _arm("dh_tf_cache_read", "read_reduce", "dh_tf", fill=True, cache=True)
+    ceiling = [
+        cache_read,
+        _arm("ceiling_read", "read_reduce", "ceiling"),
+        _arm("ceiling_norewrite_read", "read_reduce", "ceiling_norewrite"),
+        _arm("numpy_range_read", "read_reduce", "numpy_range"),
+        _arm("pyarrow_table_read", "read_reduce", "pyarrow_read_table"),
+        _arm("tfdata_memcache_read", "read_reduce", "tfdata_memory_cache", fill=True),
+        _arm("tfdata_saveload_read", "read_reduce", "tfdata_save_load"),
+        _arm("hf_read", "read_reduce", "hf"),
+        _arm("pyarrow_iter_read", "read_reduce", "pyarrow_iter_batches"),
+        _arm("dh_tf_cache", "reduce", "dh_tf", fill=True, cache=True),
+        _arm("ceiling", "reduce", "ceiling"),
+        _arm("ceiling_norewrite", "reduce", "ceiling_norewrite"),
+    ]
+    epoch1 = [_arm(f"{name}_epoch1", "epoch1", builder) for name, builder in (
+        ("dh_tf", "dh_tf"), ("pyarrow_iter", "pyarrow_iter_batches"), ("pyarrow_table", "pyarrow_read_table"),
+        ("tfdata_memcache", "tfdata_memory_cache"), ("hf", "hf"))]
+    shuffled = [
+        _arm("dh_tf_cache_shuffle_read", "read_reduce", "dh_tf", fill=True, quality=True, cache=True, shuffle=True),
+        _arm("dh_tf_cache_read", "read_reduce", "dh_tf", fill=True, quality=True, cache=True),
+        _arm("gather_perm_read", "read_reduce", "gather_permutation", quality=True),
+        _arm("tfdata_shuffle_read", "read_reduce", "tfdata_shuffle", quality=True),
+        _arm("hf_shuffle_read", "read_reduce", "hf_shuffle", quality=True),
+    ]
+    from benchmarks.peers import SHUFFLE_BUFFER_ROWS
+
+    return {
+        "ceiling": (big, 4096, [dict(DH, key="main", arms=ceiling), _petastorm(
+            _arm("petastorm_read", "petastorm", num_epochs=1, read=True),
+            _arm("petastorm_cache_read", "petastorm", num_epochs=1, cache=True, read=True))]),
+        "epoch1_peers": (big, 4096, [dict(DH, key="main", arms=epoch1), _petastorm(
+            _arm("petastorm_epoch1_read", "petastorm", num_epochs=1, read=True))]),
+        "shuffle_peers": (big, 4096, [dict(DH, key="main", arms=shuffled), _petastorm(
+            _arm("petastorm_shuffle_cache_read", "petastorm", quality=True, num_epochs=1, cache=True, read=True,
+                 shuffle=True),
+            _arm("petastorm_shuffle_queue_cache_read", "petastorm", quality=True, num_epochs=1, cache=True,
+                 read=True, shuffle=True, shuffle_buffer=SHUFFLE_BUFFER_ROWS))]),
+    }
+
+
+def page_cache_state(path: Path) -> str:
+    """What the page cache holds of the data file during the warm rounds, from its size against RAM."""
+    with open("/proc/meminfo") as f:
+        ram = next(int(line.split()[1]) for line in f if line.startswith("MemTotal")) * 1024
+    size = path.stat().st_size if path.exists() else 0
+    if size < ram // 2:
+        return (f"warm: the file ({size / 1e9:.2f} GB) fits in the page cache ({ram / 2**30:.1f} GiB RAM); the "
+                "builds and the cold round read it first")
+    return f"not warm: the file ({size / 1e9:.2f} GB) is not small against RAM ({ram / 2**30:.1f} GiB)"
 
 
 def plan_groups(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -75,7 +149,8 @@ def plan_groups(args: argparse.Namespace) -> list[dict[str, Any]]:
             _arm("dh_tf_cache_read", "read_reduce", "dh_tf", fill=True, cache=True),
             _arm("dh_tf_cache_shuffle_read", "read_reduce", "dh_tf", fill=True, cache=True, shuffle=True)])]),
         "fit": (big, 4096, [dict(DH, key="main", arms=[
-            _arm("dh_tf_cache_fit", "fit", "dh_tf", cache=True), _arm("numpy_fit", "fit", "numpy")])]),
+            _arm("dh_tf_cache_fit", "fit", "dh_tf", cache=True), _arm("numpy_fit", "fit", "numpy"),
+            _arm("numpy_fit_shuffle", "fit", "numpy", shuffle=True)])]),
         "batch32": (small, 32, [dict(DH, key="main", arms=[
             _arm("dh_tf", "reduce", "dh_tf"), cached, _arm("numpy_range", "reduce", "numpy_range"),
             _arm("numpy_slices", "reduce", "numpy_slices")])]),
@@ -92,6 +167,7 @@ def plan_groups(args: argparse.Namespace) -> list[dict[str, Any]]:
             dict(DH, key=f"jvm_{label}", jvm_args=[flag.format(heap=args.heap) for flag in flags],
                  arms=[_arm(f"jvm_{label}", "fresh_reduce", "dh_tf")])
             for label, flags in JVM_OPTION_SETS.items()]),
+        **_new_groups(args),
     }
     planned = []
     for name in args.groups:
@@ -278,6 +354,8 @@ def run_groups(args: argparse.Namespace, pythons: dict[str, str], out: Path) -> 
     groups = plan_groups(args)
     for rows in sorted({g["rows"] for g in groups}):
         ensure_parquet(args.data_dir, rows)
+    for g in groups:
+        g["page_cache"] = page_cache_state(parquet_path(args.data_dir, g["rows"]))
     return [run_group(g, pythons, out / "logs", args.passes, args.timeout) for g in groups]
 
 
@@ -316,12 +394,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per build or pass before giving up")
     p.add_argument("--no-install", action="store_true")
+    p.add_argument("--allow-dirty", action="store_true", help="measure a tree with uncommitted changes (marked)")
     args = p.parse_args(argv)
     payload: dict[str, Any] = {
         "command": " ".join([Path(sys.executable).name, "-m", "benchmarks.interleaved", *(argv or sys.argv[1:])]),
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "machine": report.machine_info(),
+        "machine": report.machine_info(),  # before the run: the load average is the machine's
     }
+    report.require_clean(payload["machine"], args.allow_dirty)
     pythons = interpreters_for({"petastorm"} if "petastorm" in args.groups else set(), args.no_install)
     payload["interleaved"] = run_groups(args, pythons, args.out)
     interleaved_report.write(args.out, payload)

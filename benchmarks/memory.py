@@ -51,11 +51,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data-dir", type=Path, default=Path("~/.cache/dh_tf_bench").expanduser())
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     p.add_argument("--timeout", type=float, default=3600, help="seconds per size before it is killed")
+    p.add_argument("--allow-dirty", action="store_true", help="measure a tree with uncommitted changes (marked)")
     args = p.parse_args(argv)
     sizes = [int(part.replace("_", "")) for part in args.rows.split(",") if part]
+    machine = report.machine_info()  # before the run: its load average is the machine's, not ours
+    report.require_clean(machine, args.allow_dirty)
     results = measure(sizes, args.heap, args.data_dir, args.out / "logs", args.timeout, epochs=args.epochs)
     command = " ".join([Path(sys.executable).name, "-m", "benchmarks.memory", *(argv or sys.argv[1:])])
-    report.write_memory(args.out, {"command": command, "machine": report.machine_info(), "memory": results})
+    report.write_memory(args.out, {"command": command, "machine": machine, "memory": results})
     print(f"report: {args.out / 'memory.md'}")
 
 

@@ -72,14 +72,27 @@ def git_state() -> dict[str, Any]:
         return done.stdout.rstrip("\n") if done.returncode == 0 else ""  # porcelain lines start with a space
 
     commit = git("rev-parse", "HEAD").strip()
-    changed = git("status", "--porcelain", "--untracked-files=no").splitlines() if commit else []
+    # Untracked files count (a new module under dh_tf/ changes what runs); results folders do not.
+    changed = git("status", "--porcelain", "--", ".", ":(exclude)benchmarks/results").splitlines() if commit else []
     return {"git_commit": commit or "unknown (not a git checkout)", "git_dirty": bool(changed),
             "git_changed_files": [line[3:] for line in changed][:50]}
 
 
+def require_clean(machine: dict[str, Any], allow_dirty: bool) -> None:
+    """Refuses to measure a work tree that differs from its commit, unless ``allow_dirty`` (then marked loudly).
+
+    Raises:
+        SystemExit: when the tree is dirty and ``allow_dirty`` is false; the message names the changed files.
+    """
+    if machine.get("git_dirty") and not allow_dirty:
+        files = ", ".join(machine.get("git_changed_files", []))
+        raise SystemExit(f"the work tree differs from {machine.get('git_commit')} ({files}): commit first, or pass "
+                         "--allow-dirty for a smoke run (its results are marked DIRTY TREE)")
+
+
 def provenance(command: str, machine: dict[str, Any]) -> str:
     """The line a results file opens with: the command, the commit measured, the machine, the load and the date."""
-    dirty = " plus uncommitted changes" if machine.get("git_dirty") else ""
+    dirty = " **DIRTY TREE: plus uncommitted changes**" if machine.get("git_dirty") else ""
     return (f"Command: `{command}`; commit `{machine.get('git_commit')}`{dirty}; {machine['cpu']}, {machine['cores']} "
             f"cores; load before {machine['load_avg_before']}; {machine['date']}.")
 
@@ -130,7 +143,8 @@ def _machine_section(payload: dict[str, Any]) -> str:
     dirty = m.get("git_dirty")
     rows = [
         ("commit", f"`{m.get('git_commit', 'not recorded')}`"
-         + (f" **plus uncommitted changes** to {', '.join(m.get('git_changed_files', []))}" if dirty else "")),
+         + (f" **DIRTY TREE: plus uncommitted changes** to {', '.join(m.get('git_changed_files', []))}"
+            if dirty else ", clean tree")),
         ("load average before the run", " / ".join(map(str, m.get("load_avg_before", []))) or "not recorded"),
         ("CPU", f"{m['cpu']}, {m['cores']} cores"),
         ("RAM", f"{m['ram_gib']} GiB"),

@@ -68,6 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=3600, help="seconds per case before it is killed")
     p.add_argument("--no-install", action="store_true", help="install nothing; peers that are missing are skipped")
     p.add_argument("--list", action="store_true", help="print the planned cases and exit")
+    p.add_argument("--allow-dirty", action="store_true", help="measure a tree with uncommitted changes (marked)")
     interleaved.add_arguments(p, standalone=False)
     args = p.parse_args(argv)
     if args.groups is None:  # the full run runs every interleaved group; a subset (--only) none unless asked
@@ -238,6 +239,8 @@ def main(argv: list[str] | None = None) -> None:
             arms = [f"{a['name']} ({p['key']})" for p in group["processes"] for a in p["arms"]]
             print(f"interleaved {group['name']}: {group['rows']:,} rows, batch {group['batch_size']}: {', '.join(arms)}")
         return
+    machine = report.machine_info()  # before anything runs: the load average is the machine's
+    report.require_clean(machine, args.allow_dirty)
     for rows in sorted({case.num_rows for case in cases}):
         ensure_parquet(args.data_dir, rows)
     pythons, unavailable = interpreters(cases, args.no_install)
@@ -249,7 +252,7 @@ def main(argv: list[str] | None = None) -> None:
     payload: dict[str, Any] = {
         "command": " ".join([Path(sys.executable).name, "-m", "benchmarks.run", *(argv or sys.argv[1:])]),
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "machine": report.machine_info(),
+        "machine": machine,
         "loaders": {name: {"description": ldr.description, "note": ldr.note} for name, ldr in LOADERS.items()},
         "results": [],
     }
