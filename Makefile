@@ -1,10 +1,10 @@
-# Two commands do everything on a fresh machine: `make demo` and `make test`.
+# Two commands do everything on a fresh machine: `make demo` and `make test` (`make docs` builds the docs site).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench browser clean
+.PHONY: demo test docs lint bench browser clean
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,8 +24,12 @@ browser:
 	      || echo "browser: could not install chromium; the browser test will be skipped"; \
 	  else echo "browser: chromium missing and not root; the browser test will be skipped"; fi )
 
-test: $(STAMP) browser
+test: $(STAMP) browser docs
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The docs site (mkdocs.yml, docs/) into site/; --strict: a broken link or API reference fails the build.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet
 
 lint: $(STAMP)
 	$(PY) -m ruff check dh_tf tests examples benchmarks
@@ -34,4 +38,4 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.run $(ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build site *.egg-info .pytest_cache
