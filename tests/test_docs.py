@@ -137,3 +137,99 @@ def test_the_site_home_page_shows_the_readme_example():
     (home_example,) = code_blocks(DOCS / "index.md")
     assert home_example.code == readme_example.code, "docs/index.md's example differs from the README's"
     assert home_example.not_run == "the README's example, which tests/test_readme.py runs"
+
+
+SPAN = re.compile(r"(?<!`)`([^`]+)`(?!`)")
+CALL = re.compile(r"^(?:dh_tf\.)?(?P<name>(?:server\.)?\w+)\((?P<args>.*)\)$", re.DOTALL)
+BARE_STAR = re.compile(r"(^|,)\s*\*\s*(?=,|$)")
+
+
+def documented_calls() -> list[tuple[str, str, str]]:
+    """``(file, name, args)`` of each code span in the README and docs/ that calls a public dh_tf name."""
+    public = set(public_names()) | {"server.start_server", "server.ensure_server", "start_server", "ensure_server"}
+    found = []
+    for path in [REPO / "README.md", *sorted(DOCS.rglob("*.md"))]:
+        text = re.sub(r"^```.*?^```", "", path.read_text(), flags=re.MULTILINE | re.DOTALL)  # spans, not blocks
+        for span in SPAN.findall(text):
+            call = CALL.match(" ".join(span.split()))
+            if call and call["name"] in public:
+                found.append((str(path.relative_to(REPO)), call["name"], call["args"]))
+    return found
+
+
+def written_parameters(args: str) -> tuple[list[str], dict[str, ast.expr]] | None:
+    """The positional arguments (as source) and keywords of a call or signature as the docs write it.
+
+    ``*`` (keyword-only marker) and ``...`` (the rest) are dropped; None if it does not parse (``every=``).
+    """
+    source = BARE_STAR.sub(r"\1", args).replace("...", "")
+    source = re.sub(r",\s*(?=,|$)", "", source).strip(", ")
+    try:
+        call = ast.parse(f"f({source})", mode="eval").body
+    except SyntaxError:
+        return None
+    assert isinstance(call, ast.Call)
+    return [ast.unparse(arg) for arg in call.args], {kw.arg: kw.value for kw in call.keywords if kw.arg}
+
+
+def span_errors(name: str, args: str) -> tuple[list[str], bool] | None:
+    """What is wrong with a span ``name(args)`` against the real signature, and whether it is a signature.
+
+    Every keyword the span writes must be a parameter of the function (or class). A span whose
+    positional arguments are the real positional parameters' names, all of them (or a prefix, followed by
+    the keyword-only marker ``*``), is a signature: its ``name=value`` pairs claim defaults, which must be
+    the real ones. None: not a checkable span (it does not parse, or names no callable).
+    """
+    import inspect
+
+    import dh_tf
+    import dh_tf.server
+
+    short = name.removeprefix("server.")
+    target = getattr(dh_tf.server, short) if short in ("start_server", "ensure_server") else getattr(dh_tf, name)
+    written = written_parameters(args)
+    if written is None or not callable(target):
+        return None
+    positional, keywords = written
+    signature = inspect.signature(target)
+    parameters = signature.parameters
+    leading = [n for n, p in parameters.items() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+    errors = [f"{name}({args}): no parameter {k!r} in {name}{signature}" for k in keywords
+              if k not in parameters and not takes_any]
+    is_signature = bool(positional) and (positional == leading or (
+        BARE_STAR.search(args) is not None and positional == leading[: len(positional)]))
+    if is_signature:
+        for key, value in keywords.items():
+            try:
+                claimed = ast.literal_eval(value)
+            except ValueError:
+                continue  # a name (DEFAULT_PREFETCH): not checked
+            if key in parameters and parameters[key].default != claimed:
+                errors.append(f"{name}(... {key}={ast.unparse(value)}): the default is {parameters[key].default!r}")
+    return errors, is_signature
+
+
+def test_a_wrong_signature_in_the_docs_is_caught():
+    """The README of 0.2 wrote follow's signature with a batch_size and max_wait that were not its defaults."""
+    errors, is_signature = span_errors("follow", "table, features, label, batch_size=256, max_wait=1.0")
+    assert is_signature and errors == ["follow(... batch_size=256): the default is 32",
+                                       "follow(... max_wait=1.0): the default is None"]
+    errors, is_signature = span_errors("to_dataset", 't, ["A"], "Y", batchsize=64')
+    assert not is_signature and errors[0].startswith("to_dataset(t, [\"A\"], \"Y\", batchsize=64): no parameter 'batchsize'")
+    assert span_errors("predict_table", "model, table, features, *, keep=None, batch_size=4096, ...") == ([], True)
+
+
+def test_signatures_written_in_the_docs_match_the_code():
+    """Every span like ``dh_tf.to_dataset(table, features, label=None, *, batch_size=32, ...)`` tells the truth."""
+    wrong, signatures, calls = [], 0, 0
+    for where, name, args in documented_calls():
+        checked = span_errors(name, args)
+        if checked is None:
+            continue
+        errors, is_signature = checked
+        wrong += [f"{where}: {error}" for error in errors]
+        calls += 1
+        signatures += is_signature
+    assert not wrong, "\n".join(wrong)
+    assert signatures >= 5 and calls >= 20, (signatures, calls)
