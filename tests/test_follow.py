@@ -15,6 +15,7 @@ import time
 import numpy as np
 import pytest
 
+import dh_tf
 import dh_tf.live.follow as follow_mod
 from dh_tf.errors import FollowError
 from dh_tf.live.follow import follow
@@ -374,7 +375,7 @@ def test_bad_input(fast_update_graph):
     assert_clean(source.table)
 
 
-def test_follow_dataset_trains_keras_with_steps_per_epoch(fast_update_graph):
+def test_live_dataset_trains_keras_with_steps_per_epoch(fast_update_graph):
     import tensorflow as tf
     from deephaven import dtypes, new_table
     from deephaven.column import double_col, int_col
@@ -398,7 +399,7 @@ def test_follow_dataset_trains_keras_with_steps_per_epoch(fast_update_graph):
     producer = threading.Thread(target=produce, name="test-producer", daemon=True)
     producer.start()
     try:
-        ds = follow_dataset(blink, ["X0", "X1"], "Y", batch_size=64, label_dtype="float32", prefetch=8)
+        ds = dh_tf.to_dataset(blink, ["X0", "X1"], "Y", follow=True, batch_size=64, label_dtype="float32", prefetch=8)
         assert ds.cardinality().numpy() == tf.data.INFINITE_CARDINALITY
         assert ds.element_spec[0].shape.as_list() == [None, 2] and ds.element_spec[1].dtype == tf.float32
         tf.keras.utils.set_random_seed(0)
@@ -418,11 +419,11 @@ def test_follow_dataset_trains_keras_with_steps_per_epoch(fast_update_graph):
     assert follow_threads() == []
 
 
-def test_follow_dataset_each_pass_is_a_new_follower(fast_update_graph):
+def test_live_dataset_each_pass_is_a_new_follower(fast_update_graph):
     import tensorflow as tf
 
     source = Publisher(chunks=300, rows=10, interval_s=0.01)
-    ds = follow_dataset(source.table, "X", "Id", batch_size=10, max_batches=2)
+    ds = dh_tf.to_dataset(source.table, "X", "Id", follow=True, batch_size=10, max_batches=2)
     assert ds.cardinality().numpy() == tf.data.UNKNOWN_CARDINALITY
     source.start()
     try:
@@ -438,13 +439,13 @@ def test_follow_dataset_each_pass_is_a_new_follower(fast_update_graph):
     assert_clean(source.table)
 
 
-def test_to_dataset_follow_true_is_follow_dataset(fast_update_graph):
+def test_follow_dataset_is_deprecated_for_to_dataset_follow_true(fast_update_graph):
     import tensorflow as tf
 
-    import dh_tf
-
     source = Publisher(chunks=300, rows=10, interval_s=0.01)
-    ds = dh_tf.to_dataset(source.table, "X", "Id", follow=True, batch_size=10)
+    with pytest.warns(DeprecationWarning, match=r"follow_dataset is deprecated; use dh_tf.to_dataset\(table, features, "
+                      r"label, follow=True, ...\), which takes the same options"):
+        ds = follow_dataset(source.table, "X", "Id", batch_size=10)
     assert ds.cardinality().numpy() == tf.data.INFINITE_CARDINALITY
     source.start()
     try:
@@ -454,6 +455,8 @@ def test_to_dataset_follow_true_is_follow_dataset(fast_update_graph):
     np.testing.assert_array_equal(ids, np.arange(ids[0], ids[0] + 30))
     with pytest.raises(TypeError, match=r"follow must be True or False \(got 'yes' of type str\)"):
         dh_tf.to_dataset(source.table, "X", follow="yes")
+    with pytest.raises(ValueError, match=r"^to_dataset: max_wait must be a number of seconds >= 0 or None \(got -1\)$"):
+        dh_tf.to_dataset(source.table, "X", follow=True, max_wait=-1)
     gc.collect()
     assert_clean(source.table)
 

@@ -50,10 +50,12 @@ def test_prefetch_and_its_deprecated_name_queue_pages(fast_update_graph):
         follower = follow(table, "X", prefetch=3)
     assert follower.prefetch == 3 and follower.batch_size == 32
     assert follow(table, "X").prefetch == 4
-    with pytest.warns(DeprecationWarning, match="follow: queue_pages is deprecated; pass prefetch=5"):
+    with pytest.warns(DeprecationWarning, match="follow: queue_pages= is renamed prefetch=; the old name goes"):
         old = follow(table, "X", queue_pages=5)
     assert old.prefetch == 5
-    with pytest.raises(ArgumentError, match="follow: pass prefetch or its deprecated name queue_pages, not both"):
+    with pytest.warns(DeprecationWarning, match=r"Follower.queue_pages is renamed Follower.prefetch"):
+        assert old.queue_pages == 5
+    with pytest.raises(ArgumentError, match=r"follow: pass prefetch= only \(got both prefetch= and its old name queue_pages=\)"):
         follow(table, "X", prefetch=2, queue_pages=2)
     with pytest.raises(ArgumentError, match=r"follow: prefetch must be an int >= 1 \(got 0\)"):
         follow(table, "X", prefetch=0)

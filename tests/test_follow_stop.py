@@ -139,11 +139,11 @@ def test_reader_thread_frees_its_engine_reader_when_stopped_under_the_lock(fast_
 
 
 @pytest.mark.parametrize("append_only", [True, False], ids=["append-only", "blink"])
-def test_every_engine_reader_is_closed_after_each_follow_dataset_pass(fast_update_graph, open_readers, append_only):
-    from dh_tf.tf.follow_dataset import follow_dataset
+def test_every_engine_reader_is_closed_after_each_live_dataset_pass(fast_update_graph, open_readers, append_only):
+    import dh_tf
 
     source = Publisher(chunks=2000, rows=10, interval_s=0.005, append_only=append_only)
-    ds = follow_dataset(source.table, "X", "Id", batch_size=10, max_batches=2)
+    ds = dh_tf.to_dataset(source.table, "X", "Id", follow=True, batch_size=10, max_batches=2)
     source.start()
     try:
         for number in range(3):

@@ -106,9 +106,12 @@ def test_with_mirrored_strategy_each_step_is_one_batch(table):
     [
         ({"strategy": "mirrored"}, ArgumentTypeError,
          r"distributed_fit_dataset: strategy must be a tf.distribute.Strategy \(got 'mirrored' of type str\)"),
-        ({"num_shards": 2}, ArgumentError, "the strategy decides each worker's shard; leave out num_shards"),
-        ({"shard_index": 0, "input_context": None}, ArgumentError, "leave out input_context, shard_index"),
-        ({"follow": True}, ArgumentError, "leave out follow"),
+        ({"num_shards": 2}, ArgumentError, r"distributed_fit_dataset: num_shards must not be given \(got num_shards=2\); "
+         r"the strategy decides each worker's shard \(use dh_tf.to_dataset for your own sharding\)"),
+        ({"shard_index": 0, "input_context": None}, ArgumentError, r"shard_index must not be given \(got shard_index=0\)"),
+        ({"follow": True}, ArgumentError, "follow must not be given .got follow=True.; a live table has no steps per epoch"),
+        ({"batchsize": 8}, ArgumentTypeError, "distributed_fit_dataset: got an unexpected keyword argument 'batchsize'; "
+         "did you mean 'batch_size'"),
         ({"batch_size": 0}, ArgumentError, r"distributed_fit_dataset: batch_size must be an int >= 1 \(got 0\)"),
         ({"batch_size": 8.0}, ArgumentTypeError, "batch_size must be an int >= 1 .got 8.0 of type float"),
         ({"initial_epoch": -1}, ArgumentError, r"initial_epoch must be an int >= 0 \(got -1\)"),

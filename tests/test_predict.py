@@ -159,6 +159,29 @@ def test_multi_output_dict_and_list_models(keras, table):
         np.testing.assert_allclose(column(result, "V"), q_values[:, 0], rtol=1e-12)
 
 
+def test_multi_output_models_get_numbered_default_names(keras, table):
+    from dh_tf.errors import ArgumentError
+    from dh_tf.write.predict_table import predict_table
+
+    source = table.head(3000)
+    inputs = keras.Input((3,))
+    p = keras.layers.Dense(1, name="p")(inputs)
+    q = keras.layers.Dense(1, name="q", dtype="float64")(inputs)
+    model = keras.Model(inputs, [p, q])
+    result = predict_table(model, source, FEATURES, keep="Id", batch_size=512)
+    assert types(result) == {"Id": "long", "Prediction0": "float", "Prediction1": "double"}
+    expected = model.predict(features_of(source), batch_size=512, verbose=0)
+    np.testing.assert_allclose(column(result, "Prediction0"), expected[0][:, 0], rtol=1e-6)
+    np.testing.assert_allclose(column(result, "Prediction1"), expected[1][:, 0], rtol=1e-12)
+
+    scored = predict_table(lambda x: (x[:, 0], x[:, 0] * 2), source, FEATURES, output="S")  # a callable's tuple
+    assert types(scored) == {"S0": "float", "S1": "float"}
+    np.testing.assert_array_equal(column(scored, "S1"), column(source, "A").astype(np.float32) * 2)
+    with pytest.raises(ArgumentError, match=r"predict_table: keep must not name an output column \(got \['Prediction1'\], "
+                       r"the numbered names of output 'Prediction' for the model's 2 outputs\); rename the output"):
+        predict_table(lambda x: (x[:, 0], x[:, 1]), source.update("Prediction1 = 1"), FEATURES, keep="Prediction1")
+
+
 def test_callable_with_int_outputs_and_dict_features(table):
     from dh_tf.write.predict_table import predict_table
 
@@ -209,7 +232,9 @@ def test_bad_output_count_for_keras_models(keras, table):
     two = keras.Model(inputs, {"p": keras.layers.Dense(2)(inputs), "q": keras.layers.Dense(1)(inputs)})
     with pytest.raises(ValueError, match=r"predict_table: output must name one column per column of the model's output of shape \[n, 2\] \(got \['P'\]"):
         predict_table(dense(keras, 2), table, FEATURES, output="P")
-    with pytest.raises(ValueError, match=r"output must be a dict of model output name -> column name\(s\) for a model with outputs \['p', 'q'\] \(got 'Prediction'\)"):
+    with pytest.raises(ValueError, match=r"output must name one column per column of model output 'p' of shape \[n, 2\] "
+                       r"\(got \['Prediction0'\], which needs shape \[n\] or \[n, 1\]\); 'Prediction' numbered one "
+                       r"column per output: name wider outputs' columns with a dict"):
         predict_table(two, table, FEATURES)
     with pytest.raises(ValueError, match=r"output must have one entry per model output \['p', 'q'\] \(got \{'p': \['A0', 'A1'\]\}\)"):
         predict_table(two, table, FEATURES, output={"p": ["A0", "A1"]})

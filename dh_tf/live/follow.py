@@ -32,7 +32,7 @@ import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from dh_tf.checks import choice_arg, int_arg, optional_int_arg, seconds_arg
+from dh_tf.checks import checked_keywords, choice_arg, int_arg, optional_int_arg, seconds_arg
 from dh_tf.errors import ArgumentError, ArgumentTypeError, UsageError
 from dh_tf.live.page_queue import ON_OVERFLOW, PageQueue
 from dh_tf.live.stream import BatchCutter, FollowStream, PageConverter
@@ -51,9 +51,11 @@ STARTS = ("now", "beginning")
 MAX_PAGE_ROWS = engine_read.CHUNK_ROWS
 """The largest page: one engine chunk, so the update-graph lock is held for one chunk copy at most."""
 DEFAULT_PREFETCH = 4
+"""The default ``prefetch`` of :func:`follow`: pages queued (why not TableLoader's 2: see ``follow``'s docstring)."""
 _WHERE = "follow"
 
 
+@checked_keywords(_WHERE, renamed={"queue_pages": "prefetch"})
 def follow(
     table: Any,
     features: ColumnSpec,
@@ -64,18 +66,18 @@ def follow(
     max_wait: float | None = None,
     max_rows: int | None = None,
     max_batches: int | None = None,
-    prefetch: int | None = None,
+    prefetch: int = DEFAULT_PREFETCH,
     page_rows: int | None = None,
     on_overflow: str = "drop",
     sample_weight: str | None = None,
     nulls: NullPolicy | Mapping[str, NullPolicy] = "error",
     dtype: Any = "float32",
     label_dtype: Any = None,
-    queue_pages: int | None = None,
     pad_to: PadTo | None = None,
     padding: str = "pre",
     truncating: str = "pre",
     pad_value: float = 0.0,
+    interval_s: float | None = None,
 ) -> Follower:
     """Follows a live append-only, add-only or blink table: batches of its new rows as they arrive.
 
@@ -83,66 +85,69 @@ def follow(
     :class:`~dh_tf.reading.loader.TableLoader` (``x``, ``(x, y)`` or ``(x, y, w)``), exactly ``batch_size``
     rows each except a flush after ``max_wait`` or the end of ``max_rows``. The returned
     :class:`Follower` is iterated once; it starts listening at ``iter(follower)`` (a ``for`` loop's
-    start); closing or dropping that iterator (e.g. ``break`` out of the loop) stops it.
+    start); closing or dropping that iterator (e.g. ``break`` out of the loop) stops it. For
+    ``model.fit``, ``dh_tf.to_dataset(table, ..., follow=True)`` takes the same options.
 
     Args:
         table: a refreshing ``deephaven.table.Table`` with the attribute ``AppendOnly``, ``AddOnly``
-            or ``BlinkTable`` (see ``table.attributes()``), or a followable source
-            (``Follower.source``: followers built from it work on any thread).
+            or ``BlinkTable`` (see ``table.attributes()``), a refreshing append-only or blink
+            ``pydeephaven`` table (NOTE [ Remote follow ] in ``sources/remote_follow.py``), or a
+            followable source (``Follower.source``: followers built from it work on any thread).
         features, label, sample_weight, nulls, dtype, label_dtype: as ``TableLoader``.
-        batch_size: rows per batch.
+        batch_size: rows per batch (default 32, as ``TableLoader``).
         start: ``"now"``: only rows added after this call (for a blink table: after iteration
             starts); ``"beginning"``: also the rows the table has now (not for blink tables).
-        max_wait: seconds a row may wait in a partial batch before that batch is yielded as it is;
-            None: only full batches.
+        max_wait: seconds a row may wait in a partial batch before that batch is yielded as it is.
+            None (the default): only full batches, so rows short of a batch wait until enough
+            rows arrive (or until ``max_rows`` ends the stream); pass e.g. ``max_wait=1.0`` for a
+            slow table whose rows must reach the consumer within a second.
         max_rows: stop after this many rows (the last batch may be partial); None: never.
         max_batches: stop after this many batches; None: never.
-        prefetch: pages queued between the engine and the consumer, at most (default 4).
+        prefetch: pages queued between the table and the consumer, at most. The default, 4, is
+            more than ``TableLoader``'s 2 because the two queues do different jobs: a loader reads
+            ahead a static table with its reader threads (pages of ~32 MiB, and the table waits), while
+            this queue absorbs bursts of a live table, whose pages are at most one engine chunk and
+            whose blink rows that do not fit are dropped (``on_overflow``).
         page_rows: rows per page, at most (1 to 65536, one engine chunk); None: from the row's
             bytes (NOTE [ Page size ] in ``reading/page_size.py``: strings measured on the rows the
             table has now), so wide rows get small pages.
         on_overflow: blink tables, when the queue is full: ``"drop"`` the rows that do not fit
             (counted in ``dropped_rows``) or ``"error"`` (fail with :class:`FollowError`).
-        queue_pages: the deprecated name of ``prefetch`` (a ``DeprecationWarning``).
         pad_to, padding, truncating, pad_value: as ``TableLoader``; array columns are followed only
             padded (NOTE [ Ragged arrays ] in ``sources/ragged.py``; embedded tables).
+        interval_s: remote append-only (``pydeephaven``) tables only: seconds between two polls of
+            the table's size when it had no new rows (> 0); None: 0.5 s
+            (``dh_tf.sources.remote_follow.DEFAULT_INTERVAL_S``). It bounds the latency.
+
+    ``queue_pages=`` is the deprecated name of ``prefetch=`` (a ``DeprecationWarning``).
 
     Returns:
         A single-pass iterable of batches, with ``stop()`` and counters.
 
     Raises:
-        TypeError: ``table`` is not a Deephaven table, an argument has the wrong type, or a column
-            has a type ``TableLoader`` refuses (strings and timestamps are followed as it reads them).
+        TypeError: ``table`` is not a Deephaven table, an argument has the wrong type, a keyword is
+            unknown (``ArgumentTypeError``, naming the closest ones), or a column has a type
+            ``TableLoader`` refuses (strings and timestamps are followed as it reads them).
         ValueError: the table is static (use ``to_dataset``), may modify / remove / shift rows, or an
             argument is out of range (``start``, ``max_wait`` ...), or a column is unknown, or both
-            ``prefetch`` and ``queue_pages`` are given.
+            ``prefetch`` and ``queue_pages`` are given, or ``interval_s`` is given for a table that
+            is not a remote append-only one.
 
     Example:
         >>> follower = follow(ticks, ["Price", "Size"], "Up", batch_size=256, max_wait=1.0)
         >>> for x, y in follower:  # runs until follower.stop(), max_rows/max_batches or a break
         ...     model.train_on_batch(x, y)
     """
-    if queue_pages is not None:
-        if prefetch is not None:
-            raise ArgumentError(f"{_WHERE}: pass prefetch or its deprecated name queue_pages, not both")
-        warnings.warn(
-            f"{_WHERE}: queue_pages is deprecated; pass prefetch={queue_pages!r} (the same: pages queued between "
-            "the engine and the consumer); queue_pages goes in the next release",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        prefetch = queue_pages
-    options = dict(batch_size=batch_size, start=start, max_wait=max_wait, max_rows=max_rows, max_batches=max_batches)
-    options.update(prefetch=DEFAULT_PREFETCH if prefetch is None else prefetch, page_rows=page_rows)
-    options.update(on_overflow=on_overflow, sample_weight=sample_weight, nulls=nulls, dtype=dtype)
-    options.update(pad_to=pad_to, padding=padding, truncating=truncating, pad_value=pad_value)
-    return Follower(table, features, label, label_dtype=label_dtype, **options)
+    options = {name: value for name, value in locals().items() if name not in ("table", "features", "label")}
+    return Follower(table, features, label, **options)
 
 
 class Follower:
     """The batches of a live table's new rows (see :func:`follow`, which builds it).
 
-    Iterate it once, on one thread. :meth:`stop` may be called from any thread, any number of times.
+    ``Follower(...)`` takes the arguments of :func:`follow`, with the same defaults, and ``where``:
+    the name its error messages give as the function the user called (``to_dataset`` builds it with
+    ``where="to_dataset"``). Raises as :func:`follow`. Iterate it once, on one thread. :meth:`stop` may be called from any thread, any number of times.
     Attributes (read any time): ``kind`` (``"append-only"``, ``"add-only"`` or ``"blink"``),
     ``layout``, ``source`` (the followed source: ``follow(follower.source, ...)`` builds another
     follower on any thread), ``batch_size``, ``prefetch``, ``page_rows``, ``delivered_rows``,
@@ -150,29 +155,31 @@ class Follower:
     ``max_queued_pages`` (the most pages ever queued).
     """
 
+    @checked_keywords("Follower", renamed={"queue_pages": "prefetch"})
     def __init__(
-        self, table: Any, features: ColumnSpec, label: ColumnSpec | None, *, batch_size: int, start: str,
-        max_wait: float | None, max_rows: int | None, max_batches: int | None, prefetch: int, page_rows: int | None,
-        on_overflow: str, sample_weight: str | None, nulls: NullPolicy | Mapping[str, NullPolicy], dtype: Any,
-        label_dtype: Any, pad_to: PadTo | None = None, padding: str = "pre", truncating: str = "pre",
-        pad_value: float = 0.0,
+        self, table: Any, features: ColumnSpec, label: ColumnSpec | None = None, *, batch_size: int = 32,
+        start: str = "now", max_wait: float | None = None, max_rows: int | None = None, max_batches: int | None = None,
+        prefetch: int = DEFAULT_PREFETCH, page_rows: int | None = None, on_overflow: str = "drop",
+        sample_weight: str | None = None, nulls: NullPolicy | Mapping[str, NullPolicy] = "error",
+        dtype: Any = "float32", label_dtype: Any = None, pad_to: PadTo | None = None, padding: str = "pre",
+        truncating: str = "pre", pad_value: float = 0.0, interval_s: float | None = None, where: str = _WHERE,
     ) -> None:
-        self.batch_size = int_arg(batch_size, "batch_size", _WHERE, minimum=1)
-        self.max_wait = seconds_arg(max_wait, "max_wait", _WHERE)
-        self.max_rows = optional_int_arg(max_rows, "max_rows", _WHERE, minimum=1)
-        self.max_batches = optional_int_arg(max_batches, "max_batches", _WHERE, minimum=1)
-        self.prefetch = int_arg(prefetch, "prefetch", _WHERE, minimum=1)
+        self.batch_size = int_arg(batch_size, "batch_size", where, minimum=1)
+        self.max_wait = seconds_arg(max_wait, "max_wait", where)
+        self.max_rows = optional_int_arg(max_rows, "max_rows", where, minimum=1)
+        self.max_batches = optional_int_arg(max_batches, "max_batches", where, minimum=1)
+        self.prefetch = int_arg(prefetch, "prefetch", where, minimum=1)
         if page_rows is not None:
-            page_rows = int_arg(page_rows, "page_rows", _WHERE, minimum=1, maximum=MAX_PAGE_ROWS)
-        start = choice_arg(start, "start", _WHERE, STARTS)
-        self.on_overflow = choice_arg(on_overflow, "on_overflow", _WHERE, ON_OVERFLOW)
-        pad = pad_options(pad_to, padding, truncating, pad_value, _WHERE)
-        self.source = follow_source(table, _WHERE)
+            page_rows = int_arg(page_rows, "page_rows", where, minimum=1, maximum=MAX_PAGE_ROWS)
+        start = choice_arg(start, "start", where, STARTS)
+        self.on_overflow = choice_arg(on_overflow, "on_overflow", where, ON_OVERFLOW)
+        pad = pad_options(pad_to, padding, truncating, pad_value, where)
+        self.source = follow_source(table, where, interval_s=interval_s)
         self.kind: str = self.source.kind
         self.table = getattr(self.source, "table", table)
         if self.kind == "blink" and start == "beginning":
             raise ArgumentError(
-                f"{_WHERE}: start='beginning' needs an append-only or add-only table, but this is a blink table "
+                f"{where}: start='beginning' needs an append-only or add-only table, but this is a blink table "
                 "(it keeps no rows of earlier update cycles); use start='now', or follow "
                 "deephaven.stream.blink_to_append_only(table)"
             )
@@ -180,7 +187,7 @@ class Follower:
         # Array columns not padded are refused by their type, before anything reads an array length.
         self.layout: Layout = build_layout(
             column_types, features, label, sample_weight, dtype=dtype, label_dtype=label_dtype, nulls=nulls,
-            where=_WHERE, array_length=lambda column: _refuse_array(column, column_types[column]), pad=pad,
+            where=where, array_length=lambda column: _refuse_array(column, column_types[column], where), pad=pad,
         )
         if page_rows is None:
             page_rows = default_page_rows(row_bytes(self.layout.fields, self.source), 1, max_rows=MAX_PAGE_ROWS)
@@ -202,7 +209,9 @@ class Follower:
 
     @property
     def queue_pages(self) -> int:
-        """The deprecated name of :attr:`prefetch`."""
+        """The deprecated name of :attr:`prefetch` (a ``DeprecationWarning``; it goes in the next release)."""
+        warnings.warn("Follower.queue_pages is renamed Follower.prefetch; the old name goes in the next release",
+                      DeprecationWarning, stacklevel=2)
         return self.prefetch
 
     @property
@@ -291,28 +300,39 @@ class Follower:
             self._stop(wait)
 
 
-def follow_source(table: Any, where: str) -> FollowableSource:
-    """The followable source of ``table``: an embedded engine table, a remote append-only (polled) or
-    blink (Barrage) pydeephaven table (NOTE [ Remote follow ] in ``sources/remote_follow.py``), or a
-    followable source as it is.
+def follow_source(table: Any, where: str, *, interval_s: float | None = None) -> FollowableSource:
+    """The followable source of ``table``: an embedded engine table, a remote append-only (polled every
+    ``interval_s``) or blink (Barrage) pydeephaven table (NOTE [ Remote follow ] in
+    ``sources/remote_follow.py``), or a followable source as it is.
 
     Raises:
         ArgumentTypeError: not a table that can be followed.
         ArgumentError: the table is static, or neither append-only, add-only nor blink (a remote
-            table: neither append-only nor blink), or its pydeephaven Session is closed.
+            table: neither append-only nor blink), or its pydeephaven Session is closed; ``interval_s``
+            given for a table that is not a remote append-only one (or for a source, which has its own).
         MissingDependencyError: a remote blink table without pydeephaven-ticking installed.
     """
     if hasattr(table, "open_follow") and hasattr(table, "column_types") and hasattr(table, "kind"):
+        if interval_s is not None:
+            raise ArgumentError(
+                f"{where}: interval_s must be None for a followable source (got interval_s={interval_s!r}); "
+                "pass it to the source (RemoteFollowSource(table, interval_s=...)) or pass the pydeephaven table"
+            )
         return table
     if type(table).__module__.startswith("pydeephaven"):  # decided without importing pydeephaven
-        return RemoteFollowSource(table, where)
+        return RemoteFollowSource(table, where, interval_s=interval_s)
+    if interval_s is not None:
+        raise ArgumentError(
+            f"{where}: interval_s is for remote append-only (pydeephaven) tables, which are polled (got "
+            f"interval_s={interval_s!r} for an embedded table, whose new rows come with each update cycle)"
+        )
     return EngineFollowSource(table, where)
 
 
-def _refuse_array(column: str, type_name: str) -> int:
+def _refuse_array(column: str, type_name: str, where: str) -> int:
     """The array-length look-up of follow mode: raises ArgumentTypeError (arrays are followed padded only)."""
     raise ArgumentTypeError(
-        f"{_WHERE}: follow mode reads scalar columns only; array column(s) {column!r} ({type_name}) only padded "
+        f"{where}: follow mode reads scalar columns only; array column(s) {column!r} ({type_name}) only padded "
         f"to a length given ahead (a live table's rows are not there yet to tell it): pass pad_to=N (or "
         f"pad_to={{{column!r}: N}}), or read them with TableLoader / to_dataset (snapshot per epoch)"
     )

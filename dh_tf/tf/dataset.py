@@ -22,84 +22,162 @@ the later epochs' dataset after it, as ``dh_tf.ResumableTraining`` does.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from typing import Any
 
+from dh_tf.checks import checked_keywords
 from dh_tf.errors import ArgumentError, ArgumentTypeError, UsageError
+from dh_tf.live.follow import Follower
 from dh_tf.reading.layout import ColumnSpec
-from dh_tf.reading.loader import TableLoader
+from dh_tf.reading.loader import SHUFFLE_BLOCK_ROWS, TableLoader
+from dh_tf.reading.null_policy import NullPolicy
+from dh_tf.reading.options import LOADER_OPTIONS, changed, keyword_defaults, pick
+from dh_tf.reading.padding import PadTo
+from dh_tf.tf.follow_dataset import live_dataset
 from dh_tf.tf.keras_peek import keras_is_peeking
 from dh_tf.tf.specs import import_tensorflow, output_signature
 
+_WHERE = "to_dataset"
+STATIC_ONLY = ("shuffle", "seed", "drop_remainder", "reader_threads", "cache", "shuffle_block_rows", "read_path",
+               "num_shards", "shard_index", "input_context")
+"""``to_dataset`` options that apply to static tables (read in epochs) only, refused with ``follow=True``."""
+FOLLOW_ONLY = ("start", "max_wait", "max_rows", "max_batches", "on_overflow", "interval_s")
+"""``to_dataset`` options that apply with ``follow=True`` only (the options of ``dh_tf.follow`` alone)."""
+FOLLOW_DEFAULTS = keyword_defaults(Follower.__init__)
 
+
+@checked_keywords(_WHERE, renamed={"queue_pages": "prefetch"})
 def to_dataset(
     table: Any,
     features: ColumnSpec,
     label: ColumnSpec | None = None,
     *,
+    batch_size: int = 32,
+    page_rows: int | None = None,
+    shuffle: bool = False,
+    seed: int | None = None,
+    drop_remainder: bool = False,
+    nulls: NullPolicy | Mapping[str, NullPolicy] = "error",
+    sample_weight: str | None = None,
+    dtype: Any = "float32",
+    label_dtype: Any = None,
+    prefetch: int | None = None,
+    reader_threads: int | None = None,
+    cache: bool | str | os.PathLike = False,
+    shuffle_block_rows: int = SHUFFLE_BLOCK_ROWS,
+    read_path: str = "auto",
+    num_shards: int = 1,
+    shard_index: int = 0,
+    pad_to: PadTo | None = None,
+    padding: str = "pre",
+    truncating: str = "pre",
+    pad_value: float = 0.0,
     input_context: Any = None,
     follow: bool = False,
-    **options: Any,
+    start: str = "now",
+    max_wait: float | None = None,
+    max_rows: int | None = None,
+    max_batches: int | None = None,
+    on_overflow: str = "drop",
+    interval_s: float | None = None,
 ) -> Any:
     """Streams a Deephaven table as a ``tf.data.Dataset`` of ``x``, ``(x, y)`` or ``(x, y, w)`` batches.
 
-    Takes exactly the arguments of :class:`~dh_tf.reading.loader.TableLoader`, and validates them the same
-    way, before any data moves. Each pass over the dataset is a new epoch of the loader (``model.fit(ds,
-    epochs=N)`` works); a pass made outside ``fit`` (e.g. ``ds.take(1)``) uses up an epoch too, so
-    the seeded shuffle order of later passes moves on by one (NOTE [ Epochs of a dataset ]). Errors
-    found while reading (e.g. a null under ``nulls="error"``) surface from TensorFlow as
-    ``InvalidArgumentError`` / ``UnknownError`` whose message contains the original one; iterate a
-    ``TableLoader`` to get them with their own type.
+    A static (or refreshing, one snapshot per epoch) table is read by a
+    :class:`~dh_tf.reading.loader.TableLoader` of the options ``batch_size`` to ``pad_value``, which
+    are TableLoader's, with its defaults, and checked the same way, before any data moves. Each pass
+    over the dataset is a new epoch of the loader (``model.fit(ds, epochs=N)`` works); a pass made
+    outside ``fit`` (e.g. ``ds.take(1)``) uses up an epoch too, so the seeded shuffle order of later
+    passes moves on by one (NOTE [ Epochs of a dataset ]). Errors found while reading (e.g. a null
+    under ``nulls="error"``) surface from TensorFlow as ``InvalidArgumentError`` / ``UnknownError``
+    whose message contains the original one; iterate a ``TableLoader`` to get them with their own type.
+
+    With ``follow=True`` it follows a live table instead (the one way into a live dataset): an
+    infinite dataset of the rows the table adds, in arrival order, built by :func:`dh_tf.follow` of
+    the options it takes (``batch_size``, ``page_rows``, ``nulls``, ``sample_weight``, ``dtype``,
+    ``label_dtype``, ``prefetch``, the padding options, and ``start`` to ``interval_s``); train with
+    ``model.fit(ds, steps_per_epoch=N, epochs=M)``. Each pass is a new follower (NOTE [ Follow mode ]
+    in live/follow.py; a Keras peek is no pass: NOTE [ Keras peeks ] in tf/keras_peek.py).
 
     Args:
+        table: a ``deephaven.table.Table`` (typically filtered with DQL) or a ``pydeephaven`` table; with
+            ``follow=True`` a live append-only, add-only or blink one.
+        features, label: as :class:`~dh_tf.reading.loader.TableLoader`.
+        batch_size, page_rows, shuffle, seed, drop_remainder, nulls, sample_weight, dtype, label_dtype,
+            reader_threads, cache, shuffle_block_rows, read_path, num_shards, shard_index, pad_to,
+            padding, truncating, pad_value: as :class:`~dh_tf.reading.loader.TableLoader`. Shuffling is
+            off unless ``shuffle=True``, as in ``tf.data`` and torch's ``DataLoader``.
+        prefetch: pages read ahead; None: TableLoader's default, 2, or with ``follow=True``
+            :func:`dh_tf.follow`'s, 4 (its docstring says why they differ).
         input_context: a ``tf.distribute.InputContext`` (what ``strategy.distribute_datasets_from_function``
             passes): the dataset then reads shard ``input_pipeline_id`` of ``num_input_pipelines``
             (NOTE [ Shards ] in reading/plan.py) and ``batch_size`` is the *global* batch size, divided by
             ``num_replicas_in_sync`` per replica. Not together with ``num_shards``/``shard_index``.
-        follow: True to follow a live (append-only or blink) table instead: an infinite dataset of
-            the rows it adds, in arrival order (``dh_tf.follow_dataset``; ``options`` as
-            :func:`dh_tf.follow`); use ``model.fit(ds, steps_per_epoch=N, epochs=M)``.
-        options: as :class:`~dh_tf.reading.loader.TableLoader`.
+        follow: True to follow a live table (above).
+        start, max_wait, max_rows, max_batches, on_overflow, interval_s: with ``follow=True`` only, as
+            :func:`dh_tf.follow` (``max_wait`` None: only full batches are sent).
 
     Example:
-        >>> ds = to_dataset(t.where("Split = `train`"), ["A", "B"], "Label", batch_size=256)
-        >>> model.fit(ds, epochs=3, validation_data=to_dataset(t.where("Split = `test`"), ...))
-        >>> strategy.distribute_datasets_from_function(
-        ...     lambda ctx: to_dataset(t, ["A", "B"], "Label", batch_size=256, input_context=ctx))
+        >>> ds = to_dataset(t.where("Split = `train`"), ["A", "B"], "Label", batch_size=256, shuffle=True)
+        >>> model.fit(ds, epochs=3, validation_data=to_dataset(t.where("Split = `test`"), ["A", "B"], "Label"))
+        >>> live = to_dataset(ticks, ["Price", "Size"], "Up", follow=True, batch_size=256, max_wait=1.0)
+        >>> model.fit(live, steps_per_epoch=100, epochs=5)
 
     Raises:
-        TypeError, ValueError: as :class:`~dh_tf.reading.loader.TableLoader`; ``input_context`` is not a
-            ``tf.distribute.InputContext``, comes with ``num_shards``/``shard_index``, or the global
-            batch size does not divide by the replicas.
+        TypeError (ArgumentTypeError): as :class:`~dh_tf.reading.loader.TableLoader` (or :func:`dh_tf.follow`);
+            an unknown keyword (the message names the closest ones); ``follow`` is not a bool;
+            ``input_context`` is not a ``tf.distribute.InputContext``.
+        ValueError (ArgumentError): as :class:`~dh_tf.reading.loader.TableLoader` (or :func:`dh_tf.follow`);
+            ``input_context`` comes with ``num_shards``/``shard_index``, or the global batch size does not
+            divide by the replicas; ``follow=True`` with a static table or with an option of static
+            tables (``shuffle``, ``cache``, ...), or an option of ``follow=True`` (``max_wait``, ...) without it.
         ImportError: TensorFlow is not installed.
     """
-    if follow is not False:
-        if follow is not True:
-            raise ArgumentTypeError(f"to_dataset: follow must be True or False (got {follow!r} of type {type(follow).__name__})")
-        if input_context is not None:
-            raise ArgumentError("to_dataset: follow=True reads a live table in arrival order; it takes no input_context")
-        from dh_tf.tf.follow_dataset import follow_dataset
-
-        return follow_dataset(table, features, label, **options)
+    given = changed(locals(), {**LOADER_OPTIONS, **FOLLOW_DEFAULTS, "input_context": None, "prefetch": None})
+    if follow is not False and follow is not True:
+        raise ArgumentTypeError(f"{_WHERE}: follow must be True or False (got {follow!r} of type {type(follow).__name__})")
+    if follow:
+        _refuse(locals(), given, STATIC_ONLY, "does not apply with follow=True, which reads each new row of a live "
+                "table once, in arrival order")
+        if getattr(table, "is_refreshing", True) is False:
+            raise ArgumentError(
+                f"{_WHERE}: follow=True needs a live (refreshing) table, but this table is static; leave out "
+                "follow=True to read it in epochs"
+            )
+        options = pick(locals(), FOLLOW_DEFAULTS)
+        options.update(prefetch=FOLLOW_DEFAULTS["prefetch"] if prefetch is None else prefetch)
+        return live_dataset(table, features, label, options, where=_WHERE)
+    _refuse(locals(), given, FOLLOW_ONLY, "applies with follow=True only (following a live table)")
+    options = pick(locals(), LOADER_OPTIONS)
+    options.update(prefetch=LOADER_OPTIONS["prefetch"] if prefetch is None else prefetch)
     if input_context is not None:
-        options = _shard_options(input_context, options)
+        options = _shard_options(input_context, options, given)
     return dataset_from_loader(TableLoader(table, features, label, **options))
 
 
-def _shard_options(input_context: Any, options: dict[str, Any]) -> dict[str, Any]:
+def _refuse(values: Mapping[str, Any], given: list[str], names: tuple[str, ...], why: str) -> None:
+    """Raises ArgumentError for the first option in ``given`` that is one of ``names``, saying ``why``."""
+    bad = [name for name in given if name in names]
+    if bad:
+        raise ArgumentError(f"{_WHERE}: {bad[0]} {why} (got {bad[0]}={values[bad[0]]!r}); leave it out")
+
+
+def _shard_options(input_context: Any, options: dict[str, Any], given: list[str]) -> dict[str, Any]:
     tf = import_tensorflow()
     if not isinstance(input_context, tf.distribute.InputContext):
         raise ArgumentTypeError(
-            f"to_dataset: input_context must be a tf.distribute.InputContext (got {input_context!r} of type "
+            f"{_WHERE}: input_context must be a tf.distribute.InputContext (got {input_context!r} of type "
             f"{type(input_context).__name__})"
         )
-    clash = [name for name in ("num_shards", "shard_index") if name in options]
+    clash = [name for name in ("num_shards", "shard_index") if name in given]
     if clash:
-        raise ArgumentError(f"to_dataset: pass input_context or {' / '.join(clash)}, not both")
-    global_batch = options.get("batch_size", 32)
+        raise ArgumentError(f"{_WHERE}: pass input_context or {' / '.join(clash)}, not both")
+    global_batch = options["batch_size"]
     replicas = input_context.num_replicas_in_sync
     if isinstance(global_batch, int) and not isinstance(global_batch, bool) and global_batch % replicas:
         raise ArgumentError(
-            f"to_dataset: batch_size (the global batch size) must divide by num_replicas_in_sync={replicas} "
+            f"{_WHERE}: batch_size (the global batch size) must divide by num_replicas_in_sync={replicas} "
             f"(got batch_size={global_batch})"
         )
     return {

@@ -27,17 +27,30 @@ tf/keras_peek.py).
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from dh_tf.checks import int_arg
+from dh_tf.checks import checked_keywords, int_arg
 from dh_tf.errors import ArgumentError, ArgumentTypeError, UsageError
 from dh_tf.reading.layout import ColumnSpec
+from dh_tf.reading.loader import SHUFFLE_BLOCK_ROWS
+from dh_tf.reading.null_policy import NullPolicy
+from dh_tf.reading.options import LOADER_OPTIONS, pick
+from dh_tf.reading.padding import PadTo
 from dh_tf.tf.dataset import to_dataset
 from dh_tf.tf.specs import import_tensorflow
 
 WHERE = "distributed_fit_dataset"
-STRATEGY_OPTIONS = ("input_context", "num_shards", "shard_index", "follow")
-"""``to_dataset`` options that the strategy decides, refused here."""
+_DECIDED = "the strategy decides each worker's shard (use dh_tf.to_dataset for your own sharding)"
+STRATEGY_OPTIONS = {
+    "input_context": _DECIDED,
+    "num_shards": _DECIDED,
+    "shard_index": _DECIDED,
+    "follow": "a live table has no steps per epoch to agree on",
+}
+"""``to_dataset`` options that the strategy decides (-> why), refused here; the other TableLoader options are
+keyword parameters."""
 
 
 class FitDataset(NamedTuple):
@@ -49,6 +62,7 @@ class FitDataset(NamedTuple):
     """Steps of one epoch, the same on every worker."""
 
 
+@checked_keywords(WHERE, refused=STRATEGY_OPTIONS)
 def distributed_fit_dataset(
     strategy: Any,
     table: Any,
@@ -57,7 +71,23 @@ def distributed_fit_dataset(
     *,
     batch_size: int = 32,
     initial_epoch: int = 0,
-    **options: Any,
+    page_rows: int | None = None,
+    shuffle: bool = False,
+    seed: int | None = None,
+    drop_remainder: bool = False,
+    nulls: NullPolicy | Mapping[str, NullPolicy] = "error",
+    sample_weight: str | None = None,
+    dtype: Any = "float32",
+    label_dtype: Any = None,
+    prefetch: int = 2,
+    reader_threads: int | None = None,
+    cache: bool | str | os.PathLike = False,
+    shuffle_block_rows: int = SHUFFLE_BLOCK_ROWS,
+    read_path: str = "auto",
+    pad_to: PadTo | None = None,
+    padding: str = "pre",
+    truncating: str = "pre",
+    pad_value: float = 0.0,
 ) -> FitDataset:
     """A distributed dataset of ``table`` for ``strategy`` and its ``steps_per_epoch``, for ``model.fit``.
 
@@ -74,16 +104,18 @@ def distributed_fit_dataset(
             refreshing one can change its steps between epochs: pass ``table.snapshot()``).
         batch_size: the *global* batch size, divided by ``strategy.num_replicas_in_sync`` per replica.
         initial_epoch: the loader epoch of Keras's first epoch: pass the same ``initial_epoch`` to ``fit``.
-        options: the other options of :func:`dh_tf.to_dataset` (``shuffle``, ``seed``, ``drop_remainder``,
-            ``cache``, ...), except the ones the strategy decides: ``input_context``, ``num_shards``,
-            ``shard_index``, ``follow``. Pass ``seed`` with ``shuffle=True``: every worker needs the same.
+        page_rows, shuffle, seed, drop_remainder, nulls, sample_weight, dtype, label_dtype, prefetch,
+            reader_threads, cache, shuffle_block_rows, read_path, pad_to, padding, truncating, pad_value:
+            as :class:`~dh_tf.reading.loader.TableLoader`, with its defaults; not the ones the strategy
+            decides (:data:`STRATEGY_OPTIONS`: ``input_context``, ``num_shards``, ``shard_index``,
+            ``follow``). Pass ``seed`` with ``shuffle=True``: every worker needs the same.
 
     Returns:
         ``FitDataset(dataset, steps_per_epoch)``, a named tuple.
 
     Raises:
         ArgumentTypeError: ``strategy`` is not a ``tf.distribute.Strategy``; an argument of
-            ``to_dataset`` has the wrong type.
+            ``to_dataset`` has the wrong type; an unknown keyword (naming the closest ones).
         ArgumentError: an option the strategy decides was passed; ``batch_size`` does not divide by
             the replicas; the table is refreshing; a shard has fewer batches than its worker has
             replicas (nothing to train); ``to_dataset``'s checks.
@@ -103,12 +135,7 @@ def distributed_fit_dataset(
         raise ArgumentTypeError(
             f"{WHERE}: strategy must be a tf.distribute.Strategy (got {strategy!r} of type {type(strategy).__name__})"
         )
-    decided = [name for name in STRATEGY_OPTIONS if name in options]
-    if decided:
-        raise ArgumentError(
-            f"{WHERE}: the strategy decides each worker's shard; leave out {', '.join(decided)} "
-            f"(use dh_tf.to_dataset for your own sharding)"
-        )
+    options = pick(locals(), [name for name in LOADER_OPTIONS if name not in STRATEGY_OPTIONS and name != "batch_size"])
     batch_size = int_arg(batch_size, "batch_size", WHERE, minimum=1)
     initial_epoch = int_arg(initial_epoch, "initial_epoch", WHERE, minimum=0)
     replicas = strategy.num_replicas_in_sync

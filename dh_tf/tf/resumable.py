@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dh_tf.checks import UNSET, int_arg, renamed_arg
+from dh_tf.checks import checked_keywords, int_arg
 from dh_tf.errors import ArgumentTypeError, UsageError
 from dh_tf.reading.loader import TableLoader
 from dh_tf.tf.dataset import dataset_from_loader, loader_of
@@ -40,10 +40,11 @@ class ResumableTraining(LazyKerasCallback):
     Args:
         directory: where the checkpoint lives (created if missing).
         every: steps between checkpoints (an int >= 1); epoch ends are always saved. (``save_every=``
-            is its old name, deprecated.)
+            is its old name, deprecated: a ``DeprecationWarning``.)
 
     Raises:
-        ArgumentTypeError, ArgumentError: ``every`` is not an int >= 1, or ``directory`` is not a path.
+        ArgumentTypeError, ArgumentError: ``every`` is not an int >= 1, ``directory`` is not a path, an
+            unknown keyword (naming the closest ones), or both ``every`` and ``save_every``.
 
     Example:
         >>> run = dh_tf.ResumableTraining("ckpt", every=50)
@@ -51,10 +52,11 @@ class ResumableTraining(LazyKerasCallback):
         >>> run.fit(model, ds, epochs=5)  # killed? run the script again: it goes on where it stopped
     """
 
-    def __init__(self, directory: str | os.PathLike, *, every: int = UNSET, save_every: int = UNSET) -> None:
+    @checked_keywords("ResumableTraining", renamed={"save_every": "every"})
+    def __init__(self, directory: str | os.PathLike, *, every: int = 100) -> None:
         super().__init__()
         where = "ResumableTraining"
-        every = int_arg(renamed_arg(every, save_every, "every", "save_every", where, 100), "every", where, minimum=1)
+        every = int_arg(every, "every", where, minimum=1)
         if not isinstance(directory, (str, os.PathLike)):
             raise ArgumentTypeError(f"{where}: directory must be a path (got {type(directory).__name__})")
         self.directory = Path(directory)

@@ -11,6 +11,14 @@ float64 -> double (float16 / bfloat16 -> float), int8/16/32/64 -> byte/short/int
 the next wider signed type, bool -> byte 0/1. A NaN prediction stays NaN; an integer prediction
 equal to Deephaven's null sentinel reads as null. The dtypes are fixed by the first scored group
 (or the empty probe of a live scorer) and later groups are cast to them.
+
+NOTE [ Numbered outputs ]
+One column name (the default, ``"Prediction"``) for a model of several outputs names one column per
+output by numbering it in the model's output order: ``Prediction0``, ``Prediction1``, ... (Keras
+models: ``model.output_names``' order; a callable: its list's order or its dict's key order). Each
+output must then have one column (``[n]`` or ``[n, 1]``); for wider ones, name the columns with a
+dict. The numbers are fixed by the first outputs matched (a Keras model's symbolic outputs, before
+any data moves; a callable's first group), and ``keep`` is checked against the numbered names then.
 """
 
 from __future__ import annotations
@@ -23,6 +31,9 @@ import numpy as np
 
 from dh_tf.errors import ArgumentError, ArgumentTypeError
 from dh_tf.write.publisher import column_name_error
+
+DEFAULT_OUTPUT = "Prediction"
+"""The result column of a one-column output; numbered for several outputs (NOTE [ Numbered outputs ])."""
 
 #: What ``output`` names: one column, a list of columns (``[n, k]`` outputs), or a dict of model
 #: output name -> one of those (multi-output models).
@@ -52,6 +63,13 @@ class Outputs:
     def __init__(self, output: Any, where: str) -> None:
         self.where = where
         self.targets = _parse(output, where)
+        self._numbered = self.targets[0].key is None and len(self.targets[0].columns) == 1
+        self._hint = ""  # after numbering: how to name a wider output
+        self._keep: list[str] = []
+        self._set_names()
+
+    def _set_names(self) -> None:
+        where = self.where
         self.names = [c for target in self.targets for c in target.columns]
         duplicated = sorted({n for n in self.names if self.names.count(n) > 1})
         if duplicated:
@@ -69,9 +87,13 @@ class Outputs:
         Raises:
             ArgumentError: ``output`` does not fit the model's outputs (the message says how).
         """
-        targets, where = self.targets, self.where
         if isinstance(outputs, (list, tuple)) and len(outputs) == 1:
             outputs = outputs[0]
+        if self._numbered and isinstance(outputs, Mapping) and len(outputs) == 1:
+            outputs = next(iter(outputs.values()))  # one named output: the one name as it is
+        if self._numbered and isinstance(outputs, (Mapping, list, tuple)):
+            self._number(list(outputs) if isinstance(outputs, Mapping) else list(range(len(outputs))))
+        targets, where = self.targets, self.where
         single = targets[0].key is None
         if isinstance(outputs, Mapping):
             if single:
@@ -107,9 +129,31 @@ class Outputs:
                 expected = "[n] or [n, 1]" if len(target.columns) == 1 else f"[n, {len(target.columns)}]"
                 raise ArgumentError(
                     f"{where}: output must name one column per column of {target.describe()} of shape "
-                    f"{_shape_text(shape)} (got {list(target.columns)}, which needs shape {expected})"
+                    f"{_shape_text(shape)} (got {list(target.columns)}, which needs shape {expected}){self._hint}"
                 )
         return pairs
+
+    def keep_apart(self, keep: list[str]) -> None:
+        """Remembers the kept columns, so that numbered names (NOTE [ Numbered outputs ]) are checked against them."""
+        self._keep = list(keep)
+
+    def _number(self, keys: list[Any]) -> None:
+        """One column per output, named by numbering the one name given (NOTE [ Numbered outputs ]).
+
+        Raises:
+            ArgumentError: a numbered name is also a kept column.
+        """
+        base = self.targets[0].columns[0]
+        self.targets = [Target(key, (f"{base}{index}",)) for index, key in enumerate(keys)]
+        self._numbered = False
+        self._hint = f"; {base!r} numbered one column per output: name wider outputs' columns with a dict"
+        self._set_names()
+        clashes = [name for name in self.names if name in self._keep]
+        if clashes:
+            raise ArgumentError(
+                f"{self.where}: keep must not name an output column (got {clashes}, the numbered names of output "
+                f"{base!r} for the model's {len(keys)} outputs); rename the output"
+            )
 
     def columns(self, outputs: Any, num_rows: int) -> dict[str, np.ndarray]:
         """The model's outputs as 1-D arrays, one per result column (NOTE [ Output column types ]).

@@ -42,16 +42,19 @@ from typing import Any
 
 import numpy as np
 
-from dh_tf.checks import int_arg, seconds_arg
+from dh_tf.checks import checked_keywords, int_arg, seconds_arg
 from dh_tf.errors import ArgumentError, ArgumentTypeError, UsageError
-from dh_tf.live.follow import Follower, follow
+from dh_tf.live.follow import DEFAULT_PREFETCH, Follower
 from dh_tf.reading.layout import ColumnSpec
+from dh_tf.reading.null_policy import NullPolicy
+from dh_tf.reading.options import pick
+from dh_tf.reading.padding import PadTo
 from dh_tf.sources.column_types import COLUMN_KINDS
 from dh_tf.sources.engine import check_table
 from dh_tf.sources.remote import RemoteSource, release_export
 from dh_tf.sources.remote_follow import DEFAULT_INTERVAL_S, RemoteFollowSource
 from dh_tf.write import engine_write
-from dh_tf.write.output_spec import Outputs, OutputSpec, parse_keep
+from dh_tf.write.output_spec import DEFAULT_OUTPUT, Outputs, OutputSpec, parse_keep
 from dh_tf.write.remote_sink import RemoteLiveSink, bind_as_arg, call, is_remote
 from dh_tf.write.scoring import Scorer, cast_features, empty_features, feature_columns, make_predictor, num_rows
 from dh_tf.write.sinks import COLUMN_TYPE_OF_DTYPE, LiveSink
@@ -65,18 +68,42 @@ _WHERE = "predict_follow"
 _INSTANT = "java.time.Instant"
 
 
+NOT_FOLLOW_OPTIONS = {
+    "label": "the kept columns are keep=",
+    "sample_weight": "the kept columns are keep=",
+    "label_dtype": "the kept columns are keep=",
+}
+"""``dh_tf.follow`` options that do not apply to live scoring (-> why); the others are keyword parameters."""
+FOLLOWING = ("start", "max_rows", "max_batches", "prefetch", "page_rows", "on_overflow", "nulls", "pad_to", "padding",
+             "truncating", "pad_value")
+"""The ``dh_tf.follow`` options predict_follow passes on as they are (its ``batch_size``, ``max_wait``, ``dtype``
+and ``interval_s`` are its own)."""
+
+
+@checked_keywords(_WHERE, renamed={"queue_pages": "prefetch"}, refused=NOT_FOLLOW_OPTIONS)
 def predict_follow(
     model: Any,
     table: Any,
     features: ColumnSpec,
     *,
     keep: str | Sequence[str] | None = None,
-    output: OutputSpec = "Prediction",
+    output: OutputSpec = DEFAULT_OUTPUT,
     batch_size: int = 256,
     max_wait: float | None = 0.5,
     dtype: Any = "float32",
     bind_as: str | None = None,
-    **follow_options: Any,
+    start: str = "now",
+    max_rows: int | None = None,
+    max_batches: int | None = None,
+    prefetch: int = DEFAULT_PREFETCH,
+    page_rows: int | None = None,
+    on_overflow: str = "drop",
+    nulls: NullPolicy | Mapping[str, NullPolicy] = "error",
+    pad_to: PadTo | None = None,
+    padding: str = "pre",
+    truncating: str = "pre",
+    pad_value: float = 0.0,
+    interval_s: float | None = None,
 ) -> LivePredictions:
     """Scores every new row of a live table with ``model``, into a ticking append-only table.
 
@@ -87,33 +114,41 @@ def predict_follow(
         model: a Keras model (``predict_on_batch``) or any callable ``f(x)`` returning one array, a
             list/tuple or a dict of arrays, each ``[rows]`` or ``[rows, k]``.
         table: a live append-only, add-only or blink table (see :func:`dh_tf.follow`), or a remote
-            append-only ``pydeephaven`` table (or a ``RemoteFollowSource`` of one, to choose its
-            ``interval_s``): the predictions then tick in an input table on that server (NOTE
-            [ Remote write-back ] in ``remote_sink.py``).
+            append-only ``pydeephaven`` table (or a ``RemoteFollowSource`` of one): the predictions
+            then tick in an input table on that server (NOTE [ Remote write-back ] in ``remote_sink.py``).
         features: the feature spec, as ``follow``.
         keep: input columns copied next to the predictions (ids, timestamps), with their types:
             numeric, Boolean or Instant (NOTE [ Live kept columns ]).
-        output: as ``predict_table``: one name, a list of names for ``[rows, k]``, or a dict of model
-            output name -> name(s) for a multi-output model.
+        output: as ``predict_table``: one name (numbered for a multi-output model: ``Prediction0``,
+            ``Prediction1``, ..., NOTE [ Numbered outputs ] in ``output_spec.py``), a list of names for
+            ``[rows, k]``, or a dict of model output name -> name(s) for a multi-output model.
         batch_size: rows scored at once, at most. The default, 256, sits between training's 32 and
             ``predict_table``'s 4096: a live batch waits to fill (or ``max_wait``), so a smaller
             batch keeps latency low while each model call still scores many rows.
         max_wait: seconds a row waits for its batch to fill before a partial batch is scored; None:
-            full batches only.
+            full batches only. The default, 0.5, is not ``follow``'s None: a scorer's rows must reach
+            the result table even when the input is slow.
         dtype: the feature dtype handed to the model.
         bind_as: remote tables only: also bind the result table under this name in the server's scope.
-        follow_options: more ``follow`` options (``start``, ``prefetch``, ``nulls``, ...).
+        start, max_rows, max_batches, prefetch, page_rows, on_overflow, nulls, pad_to, padding, truncating,
+            pad_value: as :func:`dh_tf.follow`, with its defaults. Its ``label``, ``sample_weight`` and
+            ``label_dtype`` do not apply (:data:`NOT_FOLLOW_OPTIONS`; the kept columns are ``keep``).
+        interval_s: remote append-only tables only, as :func:`dh_tf.follow`: seconds between size polls;
+            None: 0.5 s (or the ``RemoteFollowSource``'s own).
 
     Returns:
         A :class:`LivePredictions`: ``.table`` ticks (a ``pydeephaven`` input table for a remote
         input); call ``.stop()`` (or ``.close()``) when done.
 
     Raises:
-        ArgumentTypeError: as ``follow``; ``model`` is neither a Keras model nor callable; a keep
-            column's type is not one of :data:`KEEP_TYPES`; a model output is not numeric.
+        ArgumentTypeError: as ``follow``; an unknown keyword (naming the closest ones); ``model`` is neither a
+            Keras model nor callable; a keep column's type is not one of :data:`KEEP_TYPES`; a model
+            output is not numeric.
         ArgumentError: as ``follow``; ``keep`` names a missing column or an output column;
             ``output`` repeats a name, is not a valid column name, or does not fit the model's
-            outputs (NOTE [ Live output schema ]); ``bind_as`` for an embedded table.
+            outputs (NOTE [ Live output schema ]); ``bind_as`` for an embedded table; ``label``,
+            ``sample_weight`` or ``label_dtype`` given; ``interval_s`` given for an embedded table or
+            with a ``RemoteFollowSource``.
         RemoteWriteError: the server refused the result table or its binding.
 
     Example:
@@ -121,12 +156,23 @@ def predict_follow(
         >>> scored = live.table  # Id, Timestamp, Prediction; grows as ticks grows
         >>> live.stop()
     """
-    interval_s = table.interval_s if isinstance(table, RemoteFollowSource) else None
-    table = table.table if isinstance(table, RemoteFollowSource) else table
+    follow_options = pick(locals(), FOLLOWING)
+    if isinstance(table, RemoteFollowSource):
+        if interval_s is not None:
+            raise ArgumentError(
+                f"{_WHERE}: interval_s must be None with a RemoteFollowSource, which has its own (got "
+                f"interval_s={interval_s!r}); pass the pydeephaven table, or set it on the source"
+            )
+        interval_s, table = table.interval_s, table.table
     remote = is_remote(table)
     if remote:
         types = RemoteSource(table, _WHERE).column_types  # checks the table and its Session
         interval_s = DEFAULT_INTERVAL_S if interval_s is None else interval_s
+    elif interval_s is not None:
+        raise ArgumentError(
+            f"{_WHERE}: interval_s is for remote append-only (pydeephaven) tables, which are polled (got "
+            f"interval_s={interval_s!r} for an embedded table)"
+        )
     else:
         check_table(table, _WHERE)
         types = {column.name: column.data_type.j_name for column in table.columns}
@@ -139,22 +185,20 @@ def predict_follow(
     predictor = make_predictor(model, _WHERE)
     outputs = Outputs(output, _WHERE)
     keep = parse_keep(keep, list(types), outputs.names, _WHERE)
+    outputs.keep_apart(keep)
     batch_size = int_arg(batch_size, "batch_size", _WHERE, minimum=1)
     model_dtype = _dtype_arg(dtype)
-    for option in ("label", "sample_weight", "label_dtype"):
-        if option in follow_options:
-            raise ArgumentTypeError(f"{_WHERE}: got an unexpected option {option!r} (the kept columns are keep=)")
     if not remote and not engine_write.available():
         raise UsageError(f"{_WHERE}: needs the engine write path (Arrow's MemoryUtil), which does not work here")
     predictor.check_static(outputs)
     kept = _KeptColumns(table, features, keep, types, interval_s)
     try:
         if kept.names:
-            follow_options["nulls"] = kept.nulls(follow_options.get("nulls", "error"), feature_columns(features))
+            follow_options["nulls"] = kept.nulls(nulls, feature_columns(features))
         # Kept float columns are read as float64, exactly; features are cast to ``dtype`` for the model.
         with kept.scope():
-            follower = follow(kept.table, features, kept.label, batch_size=batch_size, max_wait=max_wait,
-                              dtype="float64", **follow_options)
+            follower = Follower(kept.table, features, kept.label, batch_size=batch_size, max_wait=max_wait,
+                                dtype="float64", where=_WHERE, **follow_options)
     except BaseException:
         kept.release()
         raise

@@ -21,17 +21,20 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dh_tf.checks import UNSET, bool_arg, choice_arg, int_arg, renamed_arg
+from dh_tf.checks import bool_arg, checked_keywords, choice_arg, int_arg
 from dh_tf.errors import ArgumentError, ArgumentTypeError
 from dh_tf.reading.layout import ColumnSpec
 from dh_tf.reading.loader import TableLoader
+from dh_tf.reading.null_policy import NullPolicy
+from dh_tf.reading.options import LOADER_OPTIONS, pick
+from dh_tf.reading.padding import PadTo
 from dh_tf.sources.engine import check_table
 from dh_tf.write import engine_write
-from dh_tf.write.output_spec import Outputs, OutputSpec, column_dtype, parse_keep
+from dh_tf.write.output_spec import DEFAULT_OUTPUT, Outputs, OutputSpec, column_dtype, parse_keep
 from dh_tf.write.remote_sink import RemoteTableSink, bind_as_arg, is_remote, remote_static
 from dh_tf.write.scoring import Scorer, feature_columns, make_predictor, scored_groups
 from dh_tf.write.sinks import PAGE_FILE, HeapSink, ParquetSink, write_all
@@ -39,26 +42,49 @@ from dh_tf.write.sinks import PAGE_FILE, HeapSink, ParquetSink, write_all
 __all__ = ["NOT_READING_OPTIONS", "PAGE_FILE", "WRITE_PATHS", "OutputSpec", "column_dtype", "predict_table"]
 
 WRITE_PATHS = ("auto", "engine", "public")
-NOT_READING_OPTIONS = ("label", "sample_weight", "shuffle", "seed", "drop_remainder", "cache")
-"""TableLoader options that make no sense for scoring: rows are read once, all, in table order (so an
-epoch cache would be written and never read)."""
+_IN_ORDER = "every row is scored once, in table order"
+NOT_READING_OPTIONS = {
+    "label": "the model's outputs are the result",
+    "sample_weight": "the model's outputs are the result",
+    "label_dtype": "the model's outputs are the result",
+    "shuffle": _IN_ORDER,
+    "seed": _IN_ORDER,
+    "drop_remainder": _IN_ORDER,
+    "shuffle_block_rows": _IN_ORDER,
+    "cache": f"{_IN_ORDER}; an epoch cache would be written and never read",
+    "num_shards": f"{_IN_ORDER}: row i of the result is row i of the input",
+    "shard_index": f"{_IN_ORDER}: row i of the result is row i of the input",
+}
+"""TableLoader options that make no sense for scoring (-> why): rows are read once, all, in table order.
+The others are predict_table's keyword parameters, with TableLoader's defaults (but ``batch_size``)."""
 _WHERE = "predict_table"
+READING = [name for name in LOADER_OPTIONS if name not in NOT_READING_OPTIONS and name != "batch_size"]
+"""The TableLoader options predict_table takes and passes on (``batch_size`` is its own: a model call's rows)."""
 
 
+@checked_keywords(_WHERE, renamed={"path": "directory"}, refused=NOT_READING_OPTIONS)
 def predict_table(
     model: Any,
     table: Any,
     features: ColumnSpec,
     *,
     keep: str | Sequence[str] | None = None,
-    output: OutputSpec = "Prediction",
+    output: OutputSpec = DEFAULT_OUTPUT,
     batch_size: int = 4096,
-    directory: str | os.PathLike[str] | None = UNSET,
+    directory: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
     write_path: str = "auto",
-    path: str | os.PathLike[str] | None = UNSET,
     bind_as: str | None = None,
-    **reading_options: Any,
+    page_rows: int | None = None,
+    nulls: NullPolicy | Mapping[str, NullPolicy] = "error",
+    dtype: Any = "float32",
+    prefetch: int = 2,
+    reader_threads: int | None = None,
+    read_path: str = "auto",
+    pad_to: PadTo | None = None,
+    padding: str = "pre",
+    truncating: str = "pre",
+    pad_value: float = 0.0,
 ) -> Any:
     """Scores every row of ``table`` with ``model`` and returns the predictions as a Deephaven table.
 
@@ -84,22 +110,29 @@ def predict_table(
         output: the result column name for a one-column output (``[n]`` or ``[n, 1]``); a list of
             names for an ``[n, k]`` output (k names); for a multi-output model a dict of output
             name -> name or list (Keras list outputs are named by ``model.output_names``; a
-            callable's list/tuple outputs are matched with the dict's entries in order).
+            callable's list/tuple outputs are matched with the dict's entries in order), or one
+            name, numbered: the default gives a model of two one-column outputs the columns
+            ``Prediction0`` and ``Prediction1``, in the model's output order (NOTE [ Numbered outputs ]
+            in ``output_spec.py``).
         batch_size: rows per model call; features are read in groups of whole batches. The default,
             4096, is larger than training's 32 because scoring has no gradient step to keep small:
             bigger calls amortize the model's per-call cost (``benchmarks/predict.py``).
         directory: None builds the result in the heap. A directory (e.g. ``"scores.parquet"``)
             writes one Parquet file per group into it and returns the table read back from it
             (``ParquetFileLayout.FLAT_PARTITIONED``): bounded memory, any table size.
-        path: the old name of ``directory`` (deprecated, a ``DeprecationWarning``).
         overwrite: replace what is at ``directory``; otherwise it must not exist or be an empty directory.
         write_path: ``"auto"`` (engine internals when they work here), ``"engine"`` or ``"public"``
             (``deephaven.new_table`` paired by position with a join; slower). See NOTE [ Engine
             internals for writing ] in ``engine_write.py`` and NOTE [ Sinks ] in ``sinks.py``.
         bind_as: remote tables only: also bind the result under this name in the server's scope
             (the IDE shows it), as the last step, so an error leaves nothing bound.
-        **reading_options: more :class:`~dh_tf.reading.loader.TableLoader` options (``nulls``, ``dtype``,
-            ``page_rows``, ``prefetch``, ``read_path``, ...), passed through.
+        page_rows, nulls, dtype, prefetch, reader_threads, read_path, pad_to, padding, truncating, pad_value:
+            as :class:`~dh_tf.reading.loader.TableLoader`, with its defaults. Its other options do not
+            apply (:data:`NOT_READING_OPTIONS`: ``label``, ``sample_weight``, ``label_dtype``, ``shuffle``,
+            ``seed``, ``drop_remainder``, ``shuffle_block_rows``, ``cache``, ``num_shards``, ``shard_index``):
+            every row is read once, in table order; passing one raises ``ArgumentError`` saying so.
+
+    ``path=`` is the deprecated name of ``directory=`` (a ``DeprecationWarning``).
 
     Returns:
         A ``deephaven.table.Table``: static, in the heap (``directory=None``) or Parquet-backed; for a
@@ -108,10 +141,10 @@ def predict_table(
     Raises:
         TypeError (ArgumentTypeError): ``table`` is not a Deephaven table, ``model`` is neither a
             Keras model nor callable, an argument has the wrong type (``batch_size`` not an int,
-            bools included), or a model output is not numeric.
+            bools included), an unknown keyword (naming the closest ones), or a model output is not numeric.
         ValueError (ArgumentError): before any data moves: ``batch_size`` < 1, ``output`` does not match the Keras model's outputs,
             ``keep`` names an unknown column or one that is also an output name, ``directory`` exists
-            and is not empty without ``overwrite``, a reading option is one that scoring cannot
+            and is not empty without ``overwrite``, a TableLoader option that scoring cannot
             take (``cache`` among them: each row is read once), or a TableLoader check fails. For a callable, at the first group, before
             anything is written: ``output`` does not match what it returned. While scoring: a
             model output has the wrong number of rows. On any error nothing is left at ``directory``.
@@ -131,17 +164,11 @@ def predict_table(
     outputs = Outputs(output, _WHERE)
     columns = [f.name for f in table.schema] if remote and table.schema is not None else []
     keep_columns = parse_keep(keep, columns if remote else [c.name for c in table.columns], outputs.names, _WHERE)
+    outputs.keep_apart(keep_columns)
     batch_size = int_arg(batch_size, "batch_size", _WHERE, minimum=1)
     overwrite = bool_arg(overwrite, "overwrite", _WHERE)
     write_path = choice_arg(write_path, "write_path", _WHERE, WRITE_PATHS)
-    bad = [name for name in NOT_READING_OPTIONS if name in reading_options]
-    if bad:
-        why = "; an epoch cache would be written and never read" if bad[0] == "cache" else ""
-        raise ArgumentError(
-            f"{_WHERE}: {bad[0]} must not be given (got {bad[0]}={reading_options[bad[0]]!r}); "
-            f"every row is scored once, in table order{why}"
-        )
-    directory = renamed_arg(directory, path, "directory", "path", _WHERE, None)
+    reading_options = pick(locals(), READING)
     bind_as = _check_bind_as(bind_as, remote, directory, write_path)
     out_path = None if directory is None else _check_path(directory, overwrite)
     predictor.check_static(outputs)
