@@ -30,6 +30,7 @@ from dh_tf.errors import (
 )
 from dh_tf.live.follow import Follower, follow
 from dh_tf.reading.loader import TableLoader, default_reader_threads
+from dh_tf.sources.split import split
 from dh_tf.tf.adapt import adapt, integer_codes, vocabulary
 from dh_tf.tf.background import fit_in_background
 from dh_tf.tf.dataset import dataset_from_loader, to_dataset
@@ -77,6 +78,7 @@ __all__ = [
     "plot_metrics",
     "predict_follow",
     "predict_table",
+    "split",
     "to_dataset",
     "vocabulary",
 ]
