@@ -3,7 +3,7 @@
 argv: PORT OUT_JSON NUM_ROWS. Runs, with no strategy and with a MirroredStrategy over two logical
 CPU devices: a plain fit, SyncEpochs after a pass outside fit, a fit stopped mid-epoch and resumed
 by ResumableTraining, a resume through load_state_dict + dataset_from_loader, a Keras 3 fit of
-distributed_fit_dataset, and follow_dataset(start="now") of rows published during fit. Writes {case: [[epoch, step, sorted ids], ...]}.
+distributed_fit_dataset, and to_dataset(follow=True, start="now") of rows published during fit. Writes {case: [[epoch, step, sorted ids], ...]}.
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def distributed(strategy, table):
 
 
 def follow_now(strategy, _):
-    """follow_dataset(start="now") of a table whose rows arrive during fit: the peek may lose none of them."""
+    """to_dataset(follow=True, start="now") of a table whose rows arrive during fit: the peek may lose none of them."""
     import threading
     import time
 
@@ -132,7 +132,7 @@ def follow_now(strategy, _):
 
     blink, publisher = table_publisher("dh_tf-keras-epochs", {"Id": dtypes.int64, "X": dtypes.double})
     live, context = blink_to_append_only(blink), get_exec_ctx()
-    ds = dh_tf.follow_dataset(live, ["X", "Id"], "X", batch_size=BATCH, start="now", max_rows=FOLLOW_ROWS)
+    ds = dh_tf.to_dataset(live, ["X", "Id"], "X", follow=True, batch_size=BATCH, start="now", max_rows=FOLLOW_ROWS)
     halt = threading.Event()
 
     def publish():  # twice the rows the dataset takes: a pass that lost rows still ends, with the wrong ones

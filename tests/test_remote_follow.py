@@ -167,13 +167,18 @@ def test_dataset_follows_a_remote_table(feed, session):
     table.close()
 
 
-def test_interval_is_an_option_of_the_source(feed, session):
+def test_interval_is_an_option_of_follow_and_of_the_source(feed, session):
     table = session.open_table(feed.name)
+    polled = dh_tf.follow(table, "X", "Id", interval_s=0.05)
+    assert polled.source.interval_s == 0.05 and dh_tf.follow(table, "X").source.interval_s == 0.5
+    polled.stop()
     source = RemoteFollowSource(table, interval_s=0.05)
     follower = dh_tf.follow(source, "X", "Id", batch_size=250, max_rows=1000)
     batches = iter(follower)
     feed.add(1)
     assert np.array_equal(ids_of(list(batches)), np.arange(1000))
+    with pytest.raises(ValueError, match=r"follow: interval_s must be None for a followable source \(got interval_s=0.1\)"):
+        dh_tf.follow(source, "X", interval_s=0.1)
     with pytest.raises(ValueError, match=r"follow: interval_s must be > 0 seconds"):
         RemoteFollowSource(table, interval_s=0)
     with pytest.raises(TypeError, match=r"follow: interval_s must be a number of seconds"):

@@ -87,6 +87,8 @@ def test_follow_options_agree_everywhere():
      "unexpected keyword argument 'initial_epochs'; did you mean 'initial_epoch'"),
     (lambda: dh_tf.follow_dataset(None, "X", shufle=True), "follow_dataset: got an unexpected keyword argument "
      "'shufle'; the keyword arguments are table, features, label, batch_size, start"),
+    (lambda: dh_tf.TableLoader(None, "X", batchsize=64), "TableLoader: got an unexpected keyword argument "
+     "'batchsize'; did you mean 'batch_size'?"),
     (lambda: dh_tf.ResumableTraining("ckpt", evry=5), "ResumableTraining: got an unexpected keyword argument "
      "'evry'; did you mean 'every'?"),
 ])

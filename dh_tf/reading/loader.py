@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from dh_tf.checks import bool_arg, int_arg
+from dh_tf.checks import bool_arg, checked_keywords, int_arg
 from dh_tf.errors import ArgumentError, UsageError
 from dh_tf.reading import batching
 from dh_tf.reading.epoch_cache import CachingPageReader, EpochCache, check_cache_arg
@@ -116,6 +116,7 @@ class TableLoader:
     Iterating is safe from any thread; two iterations may run at once (each has its own readers).
     """
 
+    @checked_keywords("TableLoader")  # a misspelled keyword: ArgumentTypeError naming the closest names
     def __init__(
         self,
         table: Any,
