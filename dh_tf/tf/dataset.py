@@ -104,10 +104,12 @@ def to_dataset(
         table: a ``deephaven.table.Table`` (typically filtered with DQL) or a ``pydeephaven`` table; with
             ``follow=True`` a live append-only, add-only or blink one.
         features, label: as :class:`~dh_tf.reading.loader.TableLoader`.
-        batch_size, page_rows, shuffle, seed, drop_remainder, nulls, sample_weight, dtype, label_dtype,
-            reader_threads, cache, shuffle_block_rows, read_path, num_shards, shard_index, pad_to,
-            padding, truncating, pad_value: as :class:`~dh_tf.reading.loader.TableLoader`. Shuffling is
-            off unless ``shuffle=True``, as in ``tf.data`` and torch's ``DataLoader``.
+        batch_size, page_rows, shuffle, seed, drop_remainder, nulls, sample_weight, dtype, label_dtype: as
+            :class:`~dh_tf.reading.loader.TableLoader`. Shuffling is off unless ``shuffle=True``, as in
+            ``tf.data`` and torch's ``DataLoader``.
+        reader_threads, cache, shuffle_block_rows, read_path, num_shards, shard_index, pad_to, padding: as
+            :class:`~dh_tf.reading.loader.TableLoader`.
+        truncating, pad_value: as :class:`~dh_tf.reading.loader.TableLoader`.
         prefetch: pages read ahead; None: TableLoader's default, 2, or with ``follow=True``
             :func:`dh_tf.follow`'s, 4 (its docstring says why they differ).
         input_context: a ``tf.distribute.InputContext`` (what ``strategy.distribute_datasets_from_function``

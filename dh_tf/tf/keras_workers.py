@@ -104,8 +104,9 @@ def distributed_fit_dataset(
             refreshing one can change its steps between epochs: pass ``table.snapshot()``).
         batch_size: the *global* batch size, divided by ``strategy.num_replicas_in_sync`` per replica.
         initial_epoch: the loader epoch of Keras's first epoch: pass the same ``initial_epoch`` to ``fit``.
-        page_rows, shuffle, seed, drop_remainder, nulls, sample_weight, dtype, label_dtype, prefetch,
-            reader_threads, cache, shuffle_block_rows, read_path, pad_to, padding, truncating, pad_value:
+        page_rows, shuffle, seed, drop_remainder, nulls, sample_weight, dtype, label_dtype, prefetch: as
+            :class:`~dh_tf.reading.loader.TableLoader`, with its defaults.
+        reader_threads, cache, shuffle_block_rows, read_path, pad_to, padding, truncating, pad_value:
             as :class:`~dh_tf.reading.loader.TableLoader`, with its defaults; not the ones the strategy
             decides (:data:`STRATEGY_OPTIONS`: ``input_context``, ``num_shards``, ``shard_index``,
             ``follow``). Pass ``seed`` with ``shuffle=True``: every worker needs the same.

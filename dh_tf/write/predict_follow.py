@@ -130,9 +130,11 @@ def predict_follow(
             the result table even when the input is slow.
         dtype: the feature dtype handed to the model.
         bind_as: remote tables only: also bind the result table under this name in the server's scope.
-        start, max_rows, max_batches, prefetch, page_rows, on_overflow, nulls, pad_to, padding, truncating,
-            pad_value: as :func:`dh_tf.follow`, with its defaults. Its ``label``, ``sample_weight`` and
-            ``label_dtype`` do not apply (:data:`NOT_FOLLOW_OPTIONS`; the kept columns are ``keep``).
+        start, max_rows, max_batches, prefetch, page_rows, on_overflow, nulls: as :func:`dh_tf.follow`,
+            with its defaults.
+        pad_to, padding, truncating, pad_value: as :func:`dh_tf.follow`, with its defaults. Its ``label``,
+            ``sample_weight`` and ``label_dtype`` do not apply (:data:`NOT_FOLLOW_OPTIONS`; the kept
+            columns are ``keep``).
         interval_s: remote append-only tables only, as :func:`dh_tf.follow`: seconds between size polls;
             None: 0.5 s (or the ``RemoteFollowSource``'s own).
 
