@@ -1,7 +1,7 @@
 """dh_tf: train TensorFlow/Keras models on Deephaven tables bigger than RAM.
 
 ``import dh_tf`` needs no running JVM: Deephaven and TensorFlow are imported when first used.
-The layers, bottom up (the README's design map): ``sources/`` (where rows come from),
+The layers, bottom up (the design map, docs/design-map.md): ``sources/`` (where rows come from),
 ``reading/`` (which rows, in what order, and how pages become batches), ``tf/`` (the
 TensorFlow/Keras side), ``live/`` (live tables), ``write/`` (results back into tables).
 

@@ -26,7 +26,8 @@ def plot_metrics(metrics: MetricsTable | Any) -> Any:
     Raises:
         RuntimeError: a MetricsTable whose table does not exist yet (see :attr:`MetricsTable.table`);
             a remote one (``session=``) or a pydeephaven table: a figure is made inside the server, so
-            call ``plot_metrics`` in the IDE on the bound table (README: "Metrics from a remote trainer").
+            call ``plot_metrics`` in the IDE on the bound table (docs/guides/write-back.md, "Results back
+            from a remote trainer").
         ValueError: the table has no ``Step`` column or no metric column (a double column other than
             the fixed ones).
 
@@ -38,7 +39,8 @@ def plot_metrics(metrics: MetricsTable | Any) -> Any:
         raise UsageError(
             "plot_metrics: got a pydeephaven table; a Deephaven figure is made inside the server: bind the metrics "
             "(MetricsTable(session=..., bind_as='train_metrics')) and call dh_tf.plot_metrics(train_metrics) in the "
-            "IDE, or plot it there with plain Deephaven plotting (README: 'Metrics from a remote trainer')"
+            "IDE, or plot it there with plain Deephaven plotting (docs/guides/write-back.md: 'Results back from a remote "
+            "trainer')"
         )
     from deephaven import dtypes
     from deephaven.plot.figure import Figure
