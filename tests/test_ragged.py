@@ -306,7 +306,7 @@ def test_follow_refuses_unpadded_arrays_and_bad_padding(fast_update_graph):
         dh_tf.follow(table, "A", pad_to=3, truncating="mid")
     with pytest.raises(ArgumentError, match=re.escape("follow: pad_to names column 'X' (double), which is not an array")):
         dh_tf.follow(table, "A", pad_to={"X": 3})
-    with pytest.raises(ArgumentError, match=re.escape("follow: pad_to must be an int >= 1 (got 0)")):
+    with pytest.raises(ArgumentError, match=re.escape("to_dataset: pad_to must be an int >= 1 (got 0)")):
         dh_tf.to_dataset(table, "A", follow=True, pad_to=0)
 
 
