@@ -203,6 +203,8 @@ def _importable(module: str) -> bool:
 def interpreters_for(venvs: set[str], no_install: bool) -> dict[str, str]:
     """venv name -> python for ``main`` and the wanted ``venvs``; ``{venv}_error`` says why one is missing."""
     pythons = {"main": sys.executable}
+    if not no_install and not _importable("datasets"):  # the HuggingFace arms of the groups (requirements.txt)
+        _pip(sys.executable, HERE / "requirements.txt")
     if "petastorm" in venvs:
         try:
             pythons["petastorm"] = petastorm_python(no_install)
