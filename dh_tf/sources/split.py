@@ -18,11 +18,11 @@ its row in one part (SplitMix64 meets it once in 2**64 keys). The key is:
 
 * without ``by``: the row position ``ii``. Only for a static table: a refreshing table's positions
   shift as rows arrive, so a row would move between parts (train on one epoch's validation rows).
-* with ``by``: the value of column ``by`` (integers and chars as themselves, floats by their bits
-  with ``-0.0`` taken as ``0.0``, other values by their Java ``hashCode()``, which is by value for
-  String, Boolean, the ``java.time`` types and ``BigDecimal`` / ``BigInteger``; a null key as 0): rows with equal keys
-  land in the same part, so one entity's rows never straddle training and validation; rows of a
-  null key all land in one part. Works for refreshing tables (each row's part is fixed by its key).
+* with ``by``: the value of column ``by`` (integers and chars as themselves, a null as its sentinel;
+  floats by their bits, ``-0.0`` taken as ``0.0``; other values by their Java ``hashCode()``, by value
+  for the :data:`KEY_TYPES`, a null as 0): rows with equal keys land in the same part, so one
+  entity's rows never straddle training and validation; rows of a null key all land in one part.
+  Works for refreshing tables (each row's part is fixed by its key).
 
 The same table, fractions and seed give the same parts in every process and release
 (``tests/test_split.py`` recomputes SplitMix64 in numpy and checks the engine's parts row by row).
