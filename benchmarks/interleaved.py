@@ -402,7 +402,7 @@ def main(argv: list[str] | None = None) -> None:
         "machine": report.machine_info(),  # before the run: the load average is the machine's
     }
     report.require_clean(payload["machine"], args.allow_dirty)
-    pythons = interpreters_for({"petastorm"} if "petastorm" in args.groups else set(), args.no_install)
+    pythons = interpreters_for({p["venv"] for g in plan_groups(args) for p in g["processes"]}, args.no_install)
     payload["interleaved"] = run_groups(args, pythons, args.out)
     interleaved_report.write(args.out, payload)
     print(f"report: {args.out / 'interleaved.md'}")
