@@ -3,7 +3,8 @@
 ``import dh_tf`` needs no running JVM: Deephaven and TensorFlow are imported when first used.
 The layers, bottom up (the design map, docs/design-map.md): ``sources/`` (where rows come from),
 ``reading/`` (which rows, in what order, and how pages become batches), ``tf/`` (the
-TensorFlow/Keras side), ``live/`` (live tables), ``write/`` (results back into tables).
+TensorFlow/Keras side), ``keras/`` (Keras 3 on any backend, without TensorFlow), ``live/`` (live
+tables), ``write/`` (results back into tables).
 
 Example:
     >>> import dh_tf
@@ -28,6 +29,7 @@ from dh_tf.errors import (
     TableChangeError,
     UsageError,
 )
+from dh_tf.keras.py_dataset import to_py_dataset
 from dh_tf.live.follow import Follower, follow
 from dh_tf.reading.loader import TableLoader, default_reader_threads
 from dh_tf.sources.split import split
@@ -80,6 +82,7 @@ __all__ = [
     "predict_table",
     "split",
     "to_dataset",
+    "to_py_dataset",
     "vocabulary",
 ]
 

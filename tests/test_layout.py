@@ -8,7 +8,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "dh_tf"
 
-LAYERS = {"errors": 0, "checks": 0, "sources": 1, "reading": 2, "live": 3, "tf": 4, "write": 5}
+LAYERS = {"errors": 0, "checks": 0, "sources": 1, "reading": 2, "live": 3, "tf": 4, "keras": 4, "write": 5}
 """Layer of each top-level module / subpackage, bottom up; anything else (server, demo, ...) is the application edge."""
 EDGE_RANK = 6
 ENGINE_MODULES = ("deephaven", "jpy", "pydeephaven", "pydeephaven_ticking", "deephaven_server")
@@ -100,6 +100,14 @@ def test_only_sources_and_write_touch_the_engine_or_pydeephaven():
         engine = sorted(m for m in _imports(path, module) if m.split(".")[0] in ENGINE_MODULES)
         if engine or "j_table" in path.read_text():
             offenders.append(f"{module}: {engine or 'j_table'}")
+    assert not offenders, "\n".join(offenders)
+
+
+def test_the_keras_layer_imports_no_tensorflow():
+    """``keras/`` serves every Keras 3 backend: JAX and PyTorch users need no TensorFlow installed."""
+    offenders = [f"{module}: {sorted(found)}" for module, path in _modules().items() if module.startswith("dh_tf.keras")
+                 for found in [{m for m in _imports(path, module) if m.split(".")[0] == "tensorflow"
+                                or m.startswith("dh_tf.tf")}] if found]
     assert not offenders, "\n".join(offenders)
 
 
