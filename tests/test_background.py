@@ -186,3 +186,61 @@ def test_metrics_table_ticks_while_fit_runs_after_the_console_command_released_t
     assert seen == {"epoch_0_rows_during_fit": len(expected_steps(1)), "holds_graph_lock": False}
     assert history.epoch == [0, 1, 2]
     assert steps_of(metrics.table) == expected_steps(3)  # on_train_end's flush completed the table
+
+
+def test_stop_ends_fit_at_the_next_batch_end_and_the_model_and_metrics_table_stay_usable(table):
+    """run.stop() during epoch 1's 10th batch: fit returns its History after that batch, the MetricsTable holds the
+    rows up to there (the last one an epoch end), and both the model and the table serve a second fit."""
+    import keras
+
+    from dh_tf.tf.background import FitProgress, TrainingRun
+
+    holder, stop_at = {}, STEPS + 10
+
+    class StopAt(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            holder["returned"].wait(WAIT_S)
+
+        def on_train_batch_end(self, batch, logs=None):
+            if len(holder.setdefault("steps", [])) + 1 == stop_at:
+                holder["stop_returned"] = holder["run"].stop()
+            holder["steps"].append(batch)
+
+    holder["returned"] = threading.Event()
+    model, metrics = new_model(), dh_tf.MetricsTable(every=EVERY, metrics=["loss"])
+    callbacks = [metrics, StopAt()]
+    run = dh_tf.fit_in_background(model, dataset(table), epochs=3, callbacks=callbacks, verbose=0, shuffle=False)
+    holder["run"] = run
+    holder["returned"].set()
+    history = run.result(timeout=WAIT_S)
+    assert isinstance(run, TrainingRun) and isinstance(run, concurrent.futures.Future)
+    assert callbacks == [metrics, callbacks[1]]  # the caller's list is not changed
+    assert holder["stop_returned"] is True and run.stop() is False  # False: fit had already ended
+    assert holder["steps"] == [*range(STEPS), *range(10)]  # no batch after the stop
+    assert history.epoch == [0, 1]
+    progress = run.progress()
+    assert progress == FitProgress(epoch=1, epochs=3, step=10, steps_per_epoch=STEPS, steps_done=stop_at,
+                                   steps_total=3 * STEPS, seconds_per_step=progress.seconds_per_step,
+                                   stop_requested=True)
+    assert progress.seconds_per_step > 0 and progress.eta_s == (3 * STEPS - stop_at) * progress.seconds_per_step
+    assert steps_of(metrics.table) == sorted(set(range(EVERY, stop_at + 1, EVERY)) | {STEPS, stop_at})
+
+    again = dh_tf.fit_in_background(model, dataset(table), epochs=1, callbacks=[metrics], verbose=0, shuffle=False)
+    assert again.result(timeout=WAIT_S).epoch == [0]  # all of it: Keras reset stop_training
+    assert again.progress().steps_done == STEPS
+    assert steps_of(metrics.table)[-3:] == [65, 70, stop_at + STEPS]  # Step continues from 42: multiples of 5, 74
+    assert np.isfinite(model.evaluate(dataset(table), verbose=0))
+
+
+def test_callbacks_passed_positionally_get_the_stop_callback_and_other_types_are_refused(table):
+    from dh_tf.tf.background import FitProgress
+
+    run = dh_tf.fit_in_background(new_model(), dataset(table), None, None, 1, 0, [], shuffle=False)  # x, y, batch, epochs, verbose
+    run.result(timeout=WAIT_S)
+    progress = run.progress()
+    assert progress == FitProgress(epoch=0, epochs=1, step=STEPS, steps_per_epoch=STEPS, steps_done=STEPS,
+                                   steps_total=STEPS, seconds_per_step=progress.seconds_per_step)
+    assert progress.eta_s == 0
+    with pytest.raises(TypeError, match=r"^fit_in_background: callbacks must be None, a list or a tuple of Keras "
+                                        r"callbacks \(got dict\)$"):
+        dh_tf.fit_in_background(new_model(), dataset(table), callbacks={"metrics": None})
