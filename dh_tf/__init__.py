@@ -34,7 +34,7 @@ from dh_tf.live.follow import Follower, follow
 from dh_tf.reading.loader import TableLoader, default_reader_threads
 from dh_tf.sources.split import split
 from dh_tf.tf.adapt import adapt, integer_codes, vocabulary
-from dh_tf.tf.background import fit_in_background
+from dh_tf.tf.background import TrainingRun, fit_in_background
 from dh_tf.tf.dataset import dataset_from_loader, to_dataset
 from dh_tf.tf.follow_dataset import follow_dataset
 from dh_tf.tf.keras_workers import FitDataset, distributed_fit_dataset
@@ -44,6 +44,7 @@ from dh_tf.write.metrics_plot import plot_metrics
 from dh_tf.write.metrics_table import MetricsTable
 from dh_tf.write.predict_follow import LivePredictions, predict_follow
 from dh_tf.write.predict_table import predict_table
+from dh_tf.write.training_panel import training_panel
 
 __version__ = "0.2.0"
 
@@ -67,6 +68,7 @@ __all__ = [
     "SyncEpochs",
     "TableChangeError",
     "TableLoader",
+    "TrainingRun",
     "UsageError",
     "__version__",
     "adapt",
@@ -83,6 +85,7 @@ __all__ = [
     "split",
     "to_dataset",
     "to_py_dataset",
+    "training_panel",
     "vocabulary",
 ]
 
