@@ -108,3 +108,19 @@ def test_keras_worker_pools_and_refreshing_tables_are_refused(make_table):
         dh_tf.to_py_dataset(time_table("PT1s").update("X = 1.0"), "X")
     with pytest.raises(dh_tf.ArgumentTypeError, match="to_py_dataset: got an unexpected keyword argument 'shufle'"):
         dh_tf.to_py_dataset(None, "X", shufle=True)
+
+
+def test_a_strategy_builds_peek_does_not_count_as_an_epoch(make_table):
+    """Under a tf.distribute strategy Keras builds from a fresh iterator whose read-ahead reaches the end of a
+    small epoch; that pass is a peek (NOTE [ PyDataset epochs ]), so fit(epochs=2) moves the loader by 2."""
+    import tensorflow as tf
+
+    table = make_table(24, "X = (double)(i % 5)", "Y = X")  # 3 batches: the peek reads them all
+    ds = dh_tf.to_py_dataset(table, ["X"], "Y", batch_size=8, shuffle=True, seed=SEED, page_rows=16)
+    reads = counting_reads(ds)
+    with tf.distribute.MirroredStrategy(["/cpu:0"]).scope():
+        model = keras.Sequential([keras.Input(shape=(1,)), keras.layers.Dense(1)])
+        model.compile(optimizer="sgd", loss="mse")
+    model.fit(ds, epochs=2, shuffle=False, verbose=0)
+    assert ds.loader.state_dict()["epoch"] == 2
+    assert reads[:3] == [0, 0, 1], reads  # the peek read epoch 0 whole; the first Keras epoch read it again
