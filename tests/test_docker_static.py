@@ -473,6 +473,31 @@ def test_versions_match_the_project_pins():
     assert any('"${tf}==${TENSORFLOW_VERSION}"' in run and "tensorflow-cpu" in run for run in runs)
 
 
+IDE_PLUGINS = {
+    "deephaven-plugin-ui": "DEEPHAVEN_PLUGIN_UI_VERSION",
+    "deephaven-plugin-plotly-express": "DEEPHAVEN_PLUGIN_PLOTLY_EXPRESS_VERSION",
+}
+
+
+def test_the_image_installs_the_training_panel_plugins_at_the_project_pins_and_keeps_deephaven_core():
+    """dh_tf.training_panel's plugins (the ``ide`` extra) are in the image at the versions the tests run, and the
+    pip call that installs them pins deephaven-core to the image's own version (pip may not replace it)."""
+    dev_requirements = (REPO / "requirements-dev.txt").read_text().splitlines()
+    pyproject = (REPO / "pyproject.toml").read_text()
+    instructions = dockerfile_instructions()
+    from_index = next(i for i, (keyword, _) in enumerate(instructions) if keyword == "FROM")
+    runs = [args for keyword, args in instructions if keyword == "RUN"]
+    for name, arg in IDE_PLUGINS.items():
+        version = pinned(dev_requirements, name)
+        assert f'"{name}=={version}"' in pyproject  # the ide extra
+        declared = [i for i, instruction in enumerate(instructions) if instruction == ("ARG", f"{arg}={version}")]
+        assert declared and declared[0] > from_index, f"ARG {arg}={version} must follow FROM to reach RUN"
+        installing = [run for run in runs if f'"{name}==${{{arg}}}"' in run]
+        assert len(installing) == 1 and "pip install --no-cache-dir" in installing[0], installing
+        assert '"deephaven-core==${core}"' in installing[0]
+        assert "core=\"$(pip show deephaven-core | sed -n 's/^Version: //p')\"; test -n \"${core}\"" in installing[0]
+
+
 # ---------------------------------------------------------------------------------------------
 # The trainer service: no JVM, no port, the server's key, started once the server is healthy
 
