@@ -55,8 +55,9 @@ model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse", metrics=["mae"]
 # A row every 10 steps and at each epoch's end; the val_ columns are filled at epoch ends.
 metrics = dh_tf.MetricsTable(every=10, metrics=["loss", "mae", "val_loss", "val_mae"])
 metrics_table = metrics.table
+# shuffle=False: dh_tf shuffles (shuffle=True above); Keras cannot shuffle a tf.data.Dataset.
 training = dh_tf.fit_in_background(model, train, validation_data=val, epochs=EPOCHS, callbacks=[metrics], verbose=0,
-                                    shuffle=False)  # dh_tf shuffles (shuffle=True above); Keras cannot shuffle a tf.data.Dataset
+                                    shuffle=False)
 panel = dh_tf.training_panel(training, metrics, title="dh_tf training")
 
 if in_console:

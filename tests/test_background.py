@@ -235,7 +235,8 @@ def test_stop_ends_fit_at_the_next_batch_end_and_the_model_and_metrics_table_sta
 def test_callbacks_passed_positionally_get_the_stop_callback_and_other_types_are_refused(table):
     from dh_tf.tf.background import FitProgress
 
-    run = dh_tf.fit_in_background(new_model(), dataset(table), None, None, 1, 0, [], shuffle=False)  # x, y, batch, epochs, verbose
+    # x, y, batch_size, epochs, verbose, callbacks
+    run = dh_tf.fit_in_background(new_model(), dataset(table), None, None, 1, 0, [], shuffle=False)
     run.result(timeout=WAIT_S)
     progress = run.progress()
     assert progress == FitProgress(epoch=0, epochs=1, step=STEPS, steps_per_epoch=STEPS, steps_done=STEPS,

@@ -23,8 +23,8 @@ from dh_tf.write import training_panel as panel_module
 from dh_tf.write.training_panel import _View, format_seconds, status_line
 
 SCREENSHOT = REPO / "test-artifacts" / "browser-training-panel.png"
-PANEL_ROWS = 100_000  # 80,000 training rows: 313 steps an epoch at batch 256
-STEPS_PER_EPOCH = 313
+PANEL_ROWS = 400_000  # 320,000 training rows: 1250 steps an epoch at batch 256, 37,500 in all (minutes)
+STEPS_PER_EPOCH = 1250
 EPOCHS = 30
 WAIT_S = 120
 
@@ -81,7 +81,51 @@ def test_without_the_ui_plugins_the_error_says_what_to_install(server, monkeypat
         panel_module._panel_component.cache_clear()
 
 
+def panel_threads() -> list:
+    import threading
+
+    return [t for t in threading.enumerate() if t.name == panel_module.PANEL_THREAD_NAME]
+
+
+def test_the_polling_thread_sets_views_until_closed_and_ends_after_the_run_ends(server):
+    """The panel's dh_tf-panel thread (NOTE [ Training panel updates ]): a view at once, closing ends it; a run that
+    ends (here: with an error) gives a last view naming the error, and the thread ends by itself."""
+    run, metrics, views = dh_tf.TrainingRun(), dh_tf.MetricsTable(metrics=["loss"]), []
+    close = panel_module._poll(run, metrics, views.append)
+    deadline = time.monotonic() + WAIT_S
+    while not views and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert views == [_View(FitProgress(), has_table=True)]
+    close()
+    deadline = time.monotonic() + WAIT_S
+    while panel_threads() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not panel_threads()
+
+    views.clear()
+    panel_module._poll(run, metrics, views.append)
+    run.set_exception(ValueError("loss is NaN at step 7"))
+    deadline = time.monotonic() + WAIT_S
+    while panel_threads() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not panel_threads()  # ended without close(): the run is done
+    assert views[-1] == _View(FitProgress(), True, done=True, error="ValueError: loss is NaN at step 7")
+    assert status_line(views[-1]) == "Failed at epoch 1/?, step 0/?"
+
+
 # The browser test.
+
+def press(page, name: str) -> None:
+    """Presses a button; a click event without a pointer when the login overlay still takes pointer clicks
+    (see _click_console_input in test_browser.py): React Spectrum treats it as a press too."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+    button = page.get_by_role("button", name=name)
+    try:
+        button.click(timeout=10_000)
+    except PlaywrightTimeoutError:
+        button.dispatch_event("click")
+
 
 def panel_text(page) -> str:
     return page.inner_text("body")
@@ -133,9 +177,10 @@ def test_panel_in_the_ide_grows_then_stop_ends_training(server, tmp_path: Path):
             assert re.search(r"ETA: (\d+ s|\d+ min \d\d s|\d+ h \d\d min)", text), text[-3000:]
             assert re.search(r"[\d,]+ rows/s", text), text[-3000:]
 
-            page.get_by_role("button", name="Stop").click()
+            press(page, "Stop")
             stopped = wait_for(page, "that training stopped",
-                               lambda: re.search(r"Stopped by the Stop button at epoch (\d+)/30, step (\d+)/313",
+                               lambda: re.search(rf"Stopped by the Stop button at epoch (\d+)/{EPOCHS}, "
+                                                 rf"step (\d+)/{STEPS_PER_EPOCH}",
                                                  panel_text(page)))
             assert page.get_by_role("button", name="Stop").is_disabled()
             training, metrics_table = __main__.training, __main__.metrics_table

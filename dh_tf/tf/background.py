@@ -27,7 +27,8 @@ __all__ = ["FIT_THREAD_NAME", "FitProgress", "TrainingRun", "fit_in_background"]
 
 FIT_THREAD_NAME = "dh_tf-fit"
 CALLBACKS_POSITION = 5
-"""``callbacks``' index among ``fit``'s positional parameters (x, y, batch_size, epochs, verbose, callbacks), both Kerases."""
+"""``callbacks``' index among ``fit``'s positional parameters (x, y, batch_size, epochs, verbose, callbacks) in
+both Kerases."""
 
 
 @dataclass(frozen=True)
@@ -161,8 +162,9 @@ def fit_in_background(model: Any, *args: Any, **fit_options: Any) -> TrainingRun
 
     Args:
         model: a compiled Keras 3 or tf_keras model.
-        *args, **fit_options: what ``model.fit`` takes; one more callback is appended to ``callbacks``
-            (a new list: the caller's is not changed).
+        *args: ``model.fit``'s positional arguments.
+        **fit_options: ``model.fit``'s keyword arguments. One more callback is appended to ``callbacks``
+            (in a new list: the caller's is not changed).
 
     Returns:
         a :class:`TrainingRun`, a ``concurrent.futures.Future`` of the History.

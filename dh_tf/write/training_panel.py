@@ -203,7 +203,8 @@ def _panel_component() -> Any:
                 table.where("EpochEnd"), x="Step", y=list(columns), markers=True, title="At each epoch's end"),
             [table, columns],
         )
-        return by_step if by_epoch is None else ui.flex(by_step, by_epoch, direction="row", flex_grow=1)
+        charts = [by_step] if by_epoch is None else [by_step, by_epoch]
+        return ui.flex(*charts, direction="row", flex_grow=1, width="100%", min_height="size-3600")
 
     @ui.component
     def rows_per_sec(table: Any) -> Any:
@@ -223,8 +224,8 @@ def _panel_component() -> Any:
         p = view.progress
         eta = p.eta_s
         steps = f"Steps: {p.steps_done}" + ("" if p.steps_total is None else f" / {p.steps_total}")
-        children = [
-            ui.heading(status_line(view), level=4),
+        status = [
+            ui.heading(status_line(view), level=4, margin=0),
             ui.progress_bar(
                 label="Progress", show_value_label=p.steps_total is not None, value=p.steps_done,
                 max_value=max(p.steps_total or 1, 1), is_indeterminate=p.steps_total is None and not view.done,
@@ -240,11 +241,12 @@ def _panel_component() -> Any:
             ),
         ]
         if view.error is not None:
-            children.append(ui.inline_alert("Training failed", view.error, variant="negative"))
-        if view.has_table:
-            children.append(learning_curves(metrics.table, tuple(metrics.columns or ())))
-        else:
-            children.append(ui.text("The learning curves appear at the first logged step."))
-        return ui.panel(ui.flex(*children, direction="column", gap="size-100", flex_grow=1), title=title)
+            status.append(ui.inline_alert("Training failed", view.error, variant="negative"))
+        curves = (learning_curves(metrics.table, tuple(metrics.columns or ())) if view.has_table
+                  else ui.text("The learning curves appear at the first logged step."))
+        return ui.panel(
+            ui.flex(*status, direction="column", gap="size-100", flex_shrink=0, width="100%"),
+            curves, title=title, align_items="stretch",
+        )
 
     return training_panel_view
