@@ -40,7 +40,7 @@ def progress(**fields) -> FitProgress:
     (_View(progress(steps_per_epoch=None, steps_total=None), True), "Training: epoch 2/3, step 10/?"),
     (_View(progress(stop_requested=True), True), "Stopping after this batch (epoch 2/3, step 10/32)"),
     (_View(progress(stop_requested=True), True, done=True),
-     "Stopped by the Stop button at epoch 2/3, step 10/32; the model and the metrics table are usable"),
+     "Stopped at epoch 2/3, step 10/32 (Stop pressed or run.stop()); the model and the metrics table are usable"),
     (_View(progress(epoch=2, step=32, steps_done=96, stop_requested=True), True, done=True), "Finished: 96 steps"),
     (_View(progress(), True, done=True), "Ended early at epoch 2/3, step 10/32 (a callback stopped it)"),
     (_View(progress(), True, done=True, error="ValueError: bad"), "Failed at epoch 2/3, step 10/32"),
@@ -179,8 +179,8 @@ def test_panel_in_the_ide_grows_then_stop_ends_training(server, tmp_path: Path):
 
             press(page, "Stop")
             stopped = wait_for(page, "that training stopped",
-                               lambda: re.search(rf"Stopped by the Stop button at epoch (\d+)/{EPOCHS}, "
-                                                 rf"step (\d+)/{STEPS_PER_EPOCH}",
+                               lambda: re.search(rf"Stopped at epoch (\d+)/{EPOCHS}, "
+                                                 rf"step (\d+)/{STEPS_PER_EPOCH} \(Stop pressed",
                                                  panel_text(page)))
             assert page.get_by_role("button", name="Stop").is_disabled()
             training, metrics_table = __main__.training, __main__.metrics_table

@@ -123,7 +123,7 @@ def status_line(view: _View) -> str:
     if p.steps_total is not None and p.steps_done >= p.steps_total:
         return f"Finished: {p.steps_done} steps"
     if p.stop_requested:
-        return f"Stopped by the Stop button at {at}; the model and the metrics table are usable"
+        return f"Stopped at {at} (Stop pressed or run.stop()); the model and the metrics table are usable"
     return f"Ended early at {at} (a callback stopped it)"
 
 
