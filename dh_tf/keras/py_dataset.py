@@ -16,6 +16,7 @@ from typing import Any
 from dh_tf.checks import checked_keywords
 from dh_tf.errors import ArgumentError, MissingDependencyError, UsageError
 from dh_tf.keras.epoch_batches import EpochBatches
+from dh_tf.keras.keras_peek import in_keras_build
 from dh_tf.reading.layout import ColumnSpec
 from dh_tf.reading.loader import SHUFFLE_BLOCK_ROWS, TableLoader
 from dh_tf.reading.null_policy import NullPolicy
@@ -23,8 +24,6 @@ from dh_tf.reading.options import LOADER_OPTIONS, pick
 from dh_tf.reading.padding import PadTo
 
 _WHERE = "to_py_dataset"
-BUILD_FUNCTIONS = ("_symbolic_build", "_maybe_symbolic_build")
-"""Keras 3 trainer methods that build a model from a peeked batch (NOTE [ PyDataset epochs ])."""
 _PARALLEL = (
     "dh_tf reads pages on its own reader threads (reader_threads=) and serves an epoch's batches in order, "
     "so Keras' worker pool would only shuffle the order; leave it out"
@@ -178,7 +177,7 @@ class _TablePyDatasetMixin:
                 "model.fit(..., shuffle=False), and let dh_tf shuffle the rows with "
                 "dh_tf.to_py_dataset(..., shuffle=True, seed=...)"
             )
-        self._batches.begin(peek=_in_keras_build(sys._getframe(1)))
+        self._batches.begin(peek=in_keras_build(sys._getframe(1)))
 
     def on_epoch_end(self) -> None:
         """Called by Keras when an epoch ends (also after its first-batch build)."""
@@ -212,14 +211,5 @@ def _keras_shuffles(dataset: Any, frame: Any) -> bool:
         adapter = frame.f_locals.get("self")
         if getattr(adapter, "py_dataset", None) is dataset:
             return bool(getattr(adapter, "shuffle", False))
-        frame = frame.f_back
-    return False
-
-
-def _in_keras_build(frame: Any) -> bool:
-    """True inside a Keras 3 trainer's first-batch build (NOTE [ PyDataset epochs ])."""
-    while frame is not None:
-        if frame.f_code.co_name in BUILD_FUNCTIONS and "keras" in frame.f_code.co_filename:
-            return True
         frame = frame.f_back
     return False

@@ -253,7 +253,7 @@ class TableLoader:
 
         Records the consumer's position as ``(epoch, batches skipped)`` (NOTE [ Resuming an epoch ]);
         a resume point loaded for this epoch is used up. Pair it with :meth:`end_epoch`. With
-        ``peek`` (Keras' first-batch build: NOTE [ Keras peeks ] in tf/keras_peek.py) it returns the
+        ``peek`` (Keras' first-batch build: NOTE [ Keras peeks ] in keras/keras_peek.py) it returns the
         same pair and changes nothing: the next epoch begun is that one again, from the same point.
         """
         with self._epoch_lock:

@@ -9,7 +9,7 @@ NOTE [ Epochs of a dataset ]
 Every pass over the dataset calls the loader's generator once, and every call is the loader's next
 epoch (its shuffle order is a function of ``(seed, epoch)``), except Keras 3's first-batch peek
 under a ``tf.distribute`` strategy, which reads that epoch without beginning it (NOTE [ Keras
-peeks ] in tf/keras_peek.py). ``model.fit(ds, epochs=N)`` makes exactly one pass per Keras epoch;
+peeks ] in keras/keras_peek.py). ``model.fit(ds, epochs=N)`` makes exactly one pass per Keras epoch;
 a pass made outside ``fit`` (``ds.take(1)``, ``ds.reduce``, a ``for`` loop over the dataset) uses
 an epoch too. To pin the mapping, ``ds.dh_tf_loader`` is the loader: ``ds.dh_tf_loader.set_epoch(0)``
 before ``fit`` restarts the count, and ``dh_tf.SyncEpochs(loader)`` sets it at each Keras epoch.
@@ -28,6 +28,7 @@ from typing import Any
 
 from dh_tf.checks import checked_keywords
 from dh_tf.errors import ArgumentError, ArgumentTypeError, UsageError
+from dh_tf.keras.keras_peek import keras_is_peeking
 from dh_tf.live.follow import Follower
 from dh_tf.reading.layout import ColumnSpec
 from dh_tf.reading.loader import SHUFFLE_BLOCK_ROWS, TableLoader
@@ -35,7 +36,6 @@ from dh_tf.reading.null_policy import NullPolicy
 from dh_tf.reading.options import LOADER_OPTIONS, changed, keyword_defaults, pick
 from dh_tf.reading.padding import PadTo
 from dh_tf.tf.follow_dataset import live_dataset
-from dh_tf.tf.keras_peek import keras_is_peeking
 from dh_tf.tf.specs import import_tensorflow, output_signature
 
 _WHERE = "to_dataset"
@@ -98,7 +98,7 @@ def to_dataset(
     the options it takes (``batch_size``, ``page_rows``, ``nulls``, ``sample_weight``, ``dtype``,
     ``label_dtype``, ``prefetch``, the padding options, and ``start`` to ``interval_s``); train with
     ``model.fit(ds, steps_per_epoch=N, epochs=M)``. Each pass is a new follower (NOTE [ Follow mode ]
-    in live/follow.py; a Keras peek is no pass: NOTE [ Keras peeks ] in tf/keras_peek.py).
+    in live/follow.py; a Keras peek is no pass: NOTE [ Keras peeks ] in keras/keras_peek.py).
 
     Args:
         table: a ``deephaven.table.Table`` (typically filtered with DQL) or a ``pydeephaven`` table; with

@@ -8,11 +8,11 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from dh_tf.checks import checked_keywords
+from dh_tf.keras.keras_peek import keras_is_peeking
 from dh_tf.live.follow import DEFAULT_PREFETCH, Follower
 from dh_tf.reading.layout import ColumnSpec
 from dh_tf.reading.null_policy import NullPolicy
 from dh_tf.reading.padding import PadTo
-from dh_tf.tf.keras_peek import keras_is_peeking
 from dh_tf.tf.specs import import_tensorflow, output_signature
 
 
@@ -69,7 +69,7 @@ def live_dataset(table: Any, features: ColumnSpec, label: ColumnSpec | None, opt
     from the first follower's source (which carries the caller's ExecutionContext); it stops,
     removing its listener and ending its reader, when TensorFlow releases the iterator. Keras 3's
     first-batch peek under a ``tf.distribute`` strategy is no pass: the next pass gets the batches
-    it took again, then the same follower's (NOTE [ Keras peeks ] in tf/keras_peek.py), so no row
+    it took again, then the same follower's (NOTE [ Keras peeks ] in keras/keras_peek.py), so no row
     is lost or repeated. The batch dimension is ``None`` (a flush after ``max_wait`` is partial).
 
     Raises:

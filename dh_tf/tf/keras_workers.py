@@ -22,7 +22,7 @@ meets both:
 So Keras epoch ``e`` (``fit(..., initial_epoch=initial_epoch)``) trains on exactly loader epoch ``e``
 of every shard, with no callback (``SyncEpochs`` would undo the read-ahead: it refuses this dataset),
 also with Keras 3, whose first-batch peek reads without beginning an epoch (NOTE [ Keras peeks ] in
-tf/keras_peek.py).
+keras/keras_peek.py).
 """
 
 from __future__ import annotations

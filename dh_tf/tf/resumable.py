@@ -11,7 +11,7 @@ call over the rest of that epoch (Keras has no "initial step", and a dataset's c
 fixed, so the shorter epoch gets its own dataset, built by the user's ``make_dataset`` so that
 their preprocessing is kept), then a second ``fit`` from the next epoch on. Each Keras epoch ``e``
 reads loader epoch ``e``, also under a ``tf.distribute`` strategy (NOTE [ Keras peeks ] in
-tf/keras_peek.py); ``steps_per_epoch`` other than an epoch's batches is refused. Steps trained after the last save are trained
+keras/keras_peek.py); ``steps_per_epoch`` other than an epoch's batches is refused. Steps trained after the last save are trained
 again after a restart, as with any checkpoint: save more often to lose less.
 """
 

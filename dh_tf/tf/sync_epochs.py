@@ -52,7 +52,7 @@ def check_whole_epochs(params: Any, batches: int, where: str) -> None:
     """Raises UsageError unless Keras' steps per epoch (``params["steps"]``; None: unknown) are ``batches``.
 
     With ``steps_per_epoch`` set, Keras keeps one iterator across its epochs, so Keras epoch ``e``
-    is not a loader epoch (NOTE [ Keras peeks ] in tf/keras_peek.py): an epoch-exact callback refuses it.
+    is not a loader epoch (NOTE [ Keras peeks ] in keras/keras_peek.py): an epoch-exact callback refuses it.
     """
     steps = (params or {}).get("steps")
     if steps is not None and steps != batches:

@@ -1,10 +1,11 @@
-"""Whether a pass over a dh_tf dataset is Keras 3's first-batch peek, which must not count as an epoch.
+"""Whether a pass over dh_tf data is Keras 3's first-batch peek, which must not count as an epoch.
 
 NOTE [ Keras peeks ]
 Inside a ``tf.distribute`` strategy, Keras 3's ``fit`` and ``evaluate`` build the model from one
 batch pulled from a fresh iterator of the dataset, then drop that iterator and start again
 (``_maybe_symbolic_build`` in ``keras/src/backend/tensorflow/trainer.py``, then
-``epoch_iterator.reset()``). The data side cannot tell that pass from an epoch: tf.data and the
+``epoch_iterator.reset()``; the JAX and PyTorch trainers' ``_symbolic_build`` likewise, which
+``to_py_dataset`` asks about with :func:`in_keras_build`). The data side cannot tell that pass from an epoch: tf.data and the
 strategy read ahead (measured: 4 or more batches), so a small epoch is read to its end by the peek
 too. So a pass asks, when it starts, whether some thread is inside that build for a Keras data
 adapter whose dataset carries this pass's key (``dataset.dh_tf_peek_keys``); if so it is a *peek*:
@@ -24,23 +25,33 @@ This reads Keras' private frame and adapter names (``_maybe_symbolic_build``, ``
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from typing import Any
 
-BUILD_FUNCTION = "_maybe_symbolic_build"
-"""The Keras 3 trainer method that peeks at one batch (NOTE [ Keras peeks ])."""
+BUILD_FUNCTIONS = ("_symbolic_build", "_maybe_symbolic_build")
+"""The Keras 3 trainer methods that build a model from one batch (NOTE [ Keras peeks ])."""
+
+
+def build_frames(frame: Any) -> Iterator[Any]:
+    """The frames of Keras 3's first-batch build in the stack that ends at ``frame``, innermost first."""
+    while frame is not None:
+        if frame.f_code.co_name in BUILD_FUNCTIONS and "keras" in frame.f_code.co_filename:
+            yield frame
+        frame = frame.f_back
+
+
+def in_keras_build(frame: Any) -> bool:
+    """True when the stack that ends at ``frame`` is inside Keras 3's first-batch build."""
+    return any(True for _ in build_frames(frame))
 
 
 def keras_is_peeking(key: Any) -> bool:
     """True when a thread is inside Keras 3's first-batch build over a dataset that carries ``key``."""
     for top in sys._current_frames().values():
-        frame = top
-        while frame is not None:
-            code = frame.f_code
-            if code.co_name == BUILD_FUNCTION and "keras" in code.co_filename:
-                adapter = getattr(frame.f_locals.get("iterator"), "data_adapter", None)
-                if any(carried is key for carried in peek_keys(getattr(adapter, "_dataset", None))):
-                    return True
-            frame = frame.f_back
+        for frame in build_frames(top):
+            adapter = getattr(frame.f_locals.get("iterator"), "data_adapter", None)
+            if any(carried is key for carried in peek_keys(getattr(adapter, "_dataset", None))):
+                return True
     return False
 
 
