@@ -77,7 +77,7 @@ def test_bad_input_context(table):
         dh_tf.to_dataset(table, "Id", input_context=3)
     context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=0, num_replicas_in_sync=2)
     with pytest.raises(ValueError, match="pass input_context or num_shards / shard_index, not both"):
-        dh_tf.to_dataset(table, "Id", input_context=context, num_shards=2, shard_index=0)
+        dh_tf.to_dataset(table, "Id", input_context=context, num_shards=2, shard_index=1)
     with pytest.raises(ValueError, match=r"batch_size \(the global batch size\) must divide by "
                                          r"num_replicas_in_sync=2 \(got batch_size=101\)"):
         dh_tf.to_dataset(table, "Id", batch_size=101, input_context=context)
