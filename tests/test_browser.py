@@ -63,6 +63,12 @@ def _texts(page, selector: str) -> list[str]:
 SERVER_LOG_LINE = re.compile(r"^\s*[\w.-]+(?:-[\w.-]+)* \| [a-z](?:\.[a-z])+\.\w+\s+\| ")
 
 
+def _is_server_log(text: str) -> bool:
+    """True for a console entry that is the server's own log: one of its lines is a log line's head (an entry
+    can start with the tail of the previous log message's stack trace, as in "Thread.java:840)\n<thread> | ...")."""
+    return any(SERVER_LOG_LINE.match(line) for line in text.splitlines())
+
+
 def _wait_for_success(page, marker: str) -> list[str]:
     """Polls the console until a success line follows ``marker``; fails at once on an error message.
 
@@ -71,7 +77,7 @@ def _wait_for_success(page, marker: str) -> list[str]:
     """
     deadline = time.monotonic() + RUN_TIMEOUT_S
     while True:
-        errors = [text for text in _texts(page, ERRORS) if not SERVER_LOG_LINE.match(text)]
+        errors = [text for text in _texts(page, ERRORS) if not _is_server_log(text)]
         logs = [line for text in _texts(page, ".console-history .log-message") for line in text.splitlines()]
         ours = logs[logs.index(marker) + 1 :] if marker in logs else []
         if errors:
