@@ -63,10 +63,17 @@ def _texts(page, selector: str) -> list[str]:
 SERVER_LOG_LINE = re.compile(r"^\s*[\w.-]+(?:-[\w.-]+)* \| [a-z](?:\.[a-z])+\.\w+\s+\| ")
 
 
+JAVA_TRACE_LINE = re.compile(r"^\s*(at [\w$.<>/]+\(.*\)|Caused by: [\w.$]+.*|\.\.\. \d+ more|[\w$.]+\.java:\d+\))\s*$")
+"""A line of a Java stack trace: the rest of a server log message that the console shows as entries of their own."""
+
+
 def _is_server_log(text: str) -> bool:
     """True for a console entry that is the server's own log: one of its lines is a log line's head (an entry
-    can start with the tail of the previous log message's stack trace, as in "Thread.java:840)\n<thread> | ...")."""
-    return any(SERVER_LOG_LINE.match(line) for line in text.splitlines())
+    can start with the tail of the previous log message's stack trace, as in "Thread.java:840)\n<thread> | ..."),
+    or every line is a Java stack trace line (the rest of such a message)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    return any(SERVER_LOG_LINE.match(line) for line in lines) or bool(lines) and all(
+        JAVA_TRACE_LINE.match(line) for line in lines)
 
 
 def _wait_for_success(page, marker: str) -> list[str]:
@@ -84,7 +91,8 @@ def _wait_for_success(page, marker: str) -> list[str]:
             for button in page.query_selector_all(f"{ERRORS} .error-btn-link"):
                 button.dispatch_event("click")  # shows the full traceback (no pointer: see _click_console_input)
             time.sleep(1)
-            pytest.fail("the console shows an error:\n" + "\n".join(_texts(page, ERRORS))[-6000:])
+            shown = [text for text in _texts(page, ERRORS) if not _is_server_log(text)]
+            pytest.fail("the console shows an error:\n" + "\n---\n".join(text[:3000] for text in shown))
         if any(line.startswith(SUCCESS) for line in ours):
             return ours
         if time.monotonic() > deadline:
