@@ -60,8 +60,8 @@ def _texts(page, selector: str) -> list[str]:
 
 # The console also shows the server's own Java log errors ("<thread> | i.d.s.s.SessionService | ..."),
 # e.g. a barrage stream of an earlier test's closed browser ending with an error: not our command's.
-SERVER_LOG_LINE = re.compile(r"^\s*[\w.-]+ \| (?:[a-z](?:\.[a-z])+\.\w+|\.?\w+)\s*\| ")
-"""A server log line's head, "<thread> | <logger> | ": the console cuts both names to a width, so the logger can
+SERVER_LOG_LINE = re.compile(r"^\s*[\w.-]+\s+\| (?:[a-z](?:\.[a-z])+\.\w+|\.?\w+)\s*\| ")
+"""A server log line's head, "<thread> | <logger> | ": the console pads and cuts both names to a width, so the logger can
 be "i.d.s.s.SessionState" or ".AsyncClientErrorNotifier" (the cut end of a longer name)."""
 
 
